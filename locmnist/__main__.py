@@ -1,0 +1,3 @@
+from locmnist.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Command line: ``python -m locmnist {train,evaluate,predict}``.
+
+Bad input never prints a traceback: errors become one clear line (or a JSON
+object with ``--json``) and a non-zero exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m locmnist",
+                                description="Classify and localize MNIST digits.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model into a run directory")
+    t.add_argument("--preset", choices=["quick", "default", "seed"], default="default")
+    t.add_argument("--data", choices=["standard", "seed"], help="override the preset's data mode")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--train-digits", type=int, help="how many training digits (0 = all)")
+    t.add_argument("--min-height", type=float, help="smallest digit height in canvas pixels")
+    t.add_argument("--max-height", type=float, help="largest digit height in canvas pixels")
+    t.add_argument("--time-limit", type=float, help="stop training after this many seconds")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
+    t.add_argument("--mnist", help="path to mnist.npz or a folder of IDX files")
+    t.add_argument("--no-progress", action="store_true", help="no terminal progress bar")
+
+    e = sub.add_parser("evaluate", help="evaluate a model on the published test split")
+    e.add_argument("--model", help="model file or run directory (default: shipped model)")
+    e.add_argument("--data", choices=["standard", "seed"], default="standard")
+    e.add_argument("--limit", type=int, help="only the first N test canvases")
+    e.add_argument("--mnist", help="path to mnist.npz or a folder of IDX files")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+
+    pr = sub.add_parser("predict", help="predict digit and box for image files")
+    pr.add_argument("--model", help="model file or run directory (default: shipped model)")
+    pr.add_argument("--json", action="store_true", help="one JSON object per line per input")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_tensorflow()
+    args = _parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}[
+            args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a clear line, never a traceback, for anything we did not expect
+        from locmnist.data import MnistNotFound
+        from locmnist.model_files import InvalidModel
+
+        known = isinstance(e, (InvalidModel, MnistNotFound, OSError, ValueError))
+        msg = str(e) if known else f"{type(e).__name__}: {e}"
+        if getattr(args, "json", False):
+            print(json.dumps({"error": msg}))
+        else:
+            print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+# --- train ------------------------------------------------------------------
+
+class _ProgressBar:
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last_line = 0.0
+
+    def __call__(self, p) -> None:
+        width = 28
+        filled = int(p.fraction * width)
+        eta = "" if p.eta_s is None else f" eta {p.eta_s:4.0f}s"
+        acc = p.logs.get("classification_accuracy")
+        iou = p.logs.get("bounding_box_iou")
+        stats = "" if acc is None else f" acc {acc:.3f} iou {iou:.3f}"
+        line = (f"epoch {p.epoch}/{p.epochs} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{p.step}/{p.steps} {p.elapsed_s:5.0f}s{eta}{stats}")
+        if p.history is not None:
+            h = p.history
+            val = ""
+            if "val_classification_accuracy" in h:
+                val = (f" | val acc {h['val_classification_accuracy'][-1]:.4f}"
+                       f" val iou {h['val_bounding_box_iou'][-1]:.3f}")
+            print(("\r" if self.tty else "") + line + val, file=self.stream, flush=True)
+        elif self.tty:
+            print("\r" + line, end="", file=self.stream, flush=True)
+
+
+def cmd_train(args) -> int:
+    from locmnist.config import preset
+    from locmnist.training import train
+
+    cfg = preset(args.preset, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                 train_digits=args.train_digits, min_height=args.min_height,
+                 max_height=args.max_height, time_limit_s=args.time_limit, seed=args.seed)
+    out = Path(args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}")
+    cancel = threading.Event()
+
+    def stop(signum, frame):  # SIGTERM/SIGINT: finish the batch, keep the best model
+        cancel.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"training preset={cfg.preset} data={cfg.data} epochs={cfg.epochs} -> {out}",
+          file=sys.stderr)
+    result = train(cfg, out, progress=None if args.no_progress else _ProgressBar(),
+                   cancel=cancel, mnist_path=args.mnist)
+    print(f"{result.status}: {out}", file=sys.stderr)
+    if result.metrics:
+        m = result.metrics
+        print(f"test accuracy {m['accuracy']:.4f}  mean IoU {m['iou_mean']:.3f}  "
+              f"IoU>=0.5 {m['iou_ge_0.5']:.3f}", file=sys.stderr)
+    return 0 if result.status == "completed" else 1
+
+
+# --- evaluate -----------------------------------------------------------------
+
+EVAL_KEYS = ("accuracy", "box_mse", "iou_mean", "iou_ge_0.5", "iou_ge_0.6", "iou_ge_0.75", "n",
+             "per_class_accuracy")
+
+
+def cmd_evaluate(args) -> int:
+    from locmnist.evaluation import evaluate_model
+    from locmnist.inference import Predictor
+
+    predictor = Predictor.load(args.model)
+    metrics = evaluate_model(_CallableModel(predictor), data=args.data, limit=args.limit,
+                             mnist_path=args.mnist)
+    if args.json:
+        out = {k: metrics[k] for k in EVAL_KEYS}
+        out["model"] = predictor.source
+        out["data"] = args.data
+        print(json.dumps(out))
+    else:
+        print(f"model     {predictor.source}\ndata      {args.data} test split, n={metrics['n']}")
+        for k in EVAL_KEYS[:-2]:
+            print(f"{k:<10}{metrics[k]:.4f}")
+    return 0
+
+
+class _CallableModel:
+    """Adapts a Predictor to ``model(x) -> {name: array}`` for batch evaluation."""
+
+    def __init__(self, predictor):
+        self.p = predictor
+
+    def __call__(self, x, training=False):
+        probs, boxes = self.p.predict_canvas(x)
+        return {"classification": probs, "bounding_box": boxes}
+
+
+# --- predict ------------------------------------------------------------------
+
+def cmd_predict(args) -> int:
+    from locmnist.inference import Predictor
+    from locmnist.preprocess import InvalidImage
+
+    predictor = Predictor.load(args.model)
+    failed = False
+    for path in args.images:
+        try:
+            pred = predictor.predict(Path(path))
+            record = {"file": path, **pred.to_dict()}
+            if pred.label is None:
+                record["message"] = pred.message
+        except (InvalidImage, OSError) as e:
+            failed = True
+            record = {"file": path, "error": str(e), "label": None}
+        if args.json:
+            print(json.dumps(record), flush=True)
+        elif "error" in record:
+            print(f"{path}: error: {record['error']}")
+        elif record["label"] is None:
+            print(f"{path}: {record.get('message', 'no digit')}")
+        else:
+            b = ", ".join(f"{v:.1f}" for v in record["box"])
+            print(f"{path}: {record['label']} ({record['confidence']:.1%}) box [{b}]")
+    return 2 if failed else 0

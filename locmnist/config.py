@@ -1,0 +1,103 @@
+"""One config dataclass for data synthesis, model and training.
+
+It is saved as ``config.json`` beside every model, so inference rebuilds the
+exact preprocessing and architecture without guessing (as nanoGPT keeps
+``model_args`` in its checkpoint). The CLI and the app override fields of a
+preset; nothing reads a global config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PRESETS = ("quick", "default", "seed")
+DATA_MODES = ("standard", "seed")
+ARCHITECTURES = ("default", "seed")
+
+
+@dataclass
+class Config:
+    preset: str = "default"
+    # --- data -------------------------------------------------------------
+    data: str = "standard"          # "standard": scaled/rotated digits, tight ink box;
+                                    # "seed": the reference's 28x28 paste, patch box
+    canvas_size: int = 75           # canvases are (canvas_size, canvas_size, 1)
+    min_height: float = 15.0        # digit ink height range in canvas pixels
+    max_height: float = 70.0
+    max_rotation_deg: float = 12.0  # uniform in [-x, x]
+    max_shear: float = 0.15         # horizontal shear factor, uniform in [-x, x]
+    thickness: bool = True          # randomly thin / thicken strokes (mouse brushes vary)
+    train_digits: int = 55_000      # digits drawn from the 60k train set (0 = all that remain)
+    val_digits: int = 5_000         # held out from the train set for validation curves
+    # --- model ------------------------------------------------------------
+    arch: str = "default"           # "default" (ours) or "seed" (the reference CNN)
+    widths: tuple[int, ...] = (16, 32, 64, 128)   # conv widths per resolution stage
+    dense_units: int = 192          # shared dense layer before the two heads
+    dropout: float = 0.1
+    # --- training ---------------------------------------------------------
+    epochs: int = 14
+    batch_size: int = 128
+    learning_rate: float = 3e-3     # peak of the warmup + cosine schedule
+    warmup_epochs: float = 0.5
+    box_loss: str = "giou_l1"       # "giou_l1" (ours) or "mse" (the reference)
+    box_loss_weight: float = 1.0
+    jit_compile: bool = False       # XLA; measured slower to start and no faster on 2 CPU cores
+    steps_per_execution: int = 1
+    time_limit_s: float = 0.0       # stop training after this many seconds (0 = no limit)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.data not in DATA_MODES:
+            raise ValueError(f"data must be one of {DATA_MODES}, got {self.data!r}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
+        if not 4 <= self.min_height <= self.max_height <= self.canvas_size - 2:
+            raise ValueError("need 4 <= min_height <= max_height <= canvas_size - 2")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be positive")
+
+    # -- persistence -------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def save(self, path: str | Path) -> None:
+        from locmnist.files import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def replace(self, **overrides) -> "Config":
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **overrides)
+
+
+def preset(name: str, **overrides) -> Config:
+    """The named preset with optional field overrides (None values are ignored)."""
+    if name == "default":
+        cfg = Config(preset="default")
+    elif name == "quick":
+        # The Train page's run: a narrower net and a 60 s budget on 2 cores.
+        cfg = Config(preset="quick", widths=(16, 32, 64, 96), dense_units=128,
+                     epochs=3, batch_size=128, learning_rate=4e-3, warmup_epochs=0.2,
+                     time_limit_s=60.0)
+    elif name == "seed":
+        # The reference notebook: its CNN, Adam(1e-3), batch 512, CE + MSE, 45 epochs.
+        cfg = Config(preset="seed", data="seed", arch="seed", epochs=45, batch_size=512,
+                     learning_rate=1e-3, warmup_epochs=0.0, box_loss="mse", dropout=0.0,
+                     train_digits=0, val_digits=0)
+    else:
+        raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
+    return cfg.replace(**overrides)

@@ -1,0 +1,252 @@
+"""Training: ``train(cfg, out_dir, callbacks=...) -> TrainResult``.
+
+A run directory gets, each written atomically (temp file + rename):
+
+* ``config.json``   the full Config, written first;
+* ``status.json``   state (running / completed / cancelled / failed), pid, epoch, step, ETA;
+* ``history.json``  per-epoch training and validation metrics plus ``elapsed_s``;
+* ``model.keras``   the best model so far (lowest validation loss);
+* ``metrics.json``  the final evaluation on the published test split.
+
+``train`` neither prints nor plots: progress reaches callers through Keras
+callbacks or the ``progress`` hook. Cancel with ``cancel`` (a threading.Event),
+by creating the file ``CANCEL`` in the run directory, or with SIGTERM/SIGINT in
+the CLI; the best model so far is kept.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from locmnist.config import Config
+from locmnist.data import load_mnist
+from locmnist.files import atomic_write, atomic_write_json, read_json
+from locmnist.model import build_model, compile_model
+from locmnist.synthesis import synthesize, synthesize_numpy
+
+VAL_SEED = 777          # validation canvases are fixed for a run, unlike training ones
+CANCEL_FILE = "CANCEL"
+
+
+@dataclass
+class Progress:
+    """What the progress hook receives, at most a few times a second."""
+    epoch: int           # 1-based epoch being trained
+    epochs: int
+    step: int            # steps done in this epoch
+    steps: int           # steps per epoch
+    elapsed_s: float
+    eta_s: float | None
+    logs: dict = field(default_factory=dict)   # latest training logs
+    history: dict | None = None                # set at each epoch end
+
+    @property
+    def fraction(self) -> float:
+        done = (self.epoch - 1) * self.steps + self.step
+        return min(1.0, done / max(1, self.epochs * self.steps))
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    status: str              # "completed" | "cancelled"
+    history: dict
+    metrics: dict | None     # test-split evaluation (None when cancelled before a model)
+    model_path: Path | None
+
+
+def split_digits(cfg: Config, mnist) -> tuple:
+    """(train_x, train_y, val_x, val_y) digits: a seeded hold-out from the 60k train set."""
+    order = np.random.default_rng(cfg.seed).permutation(len(mnist.x_train))
+    val_idx = order[:cfg.val_digits]
+    rest = order[cfg.val_digits:]
+    train_idx = rest[:cfg.train_digits] if cfg.train_digits > 0 else rest
+    return (mnist.x_train[train_idx], mnist.y_train[train_idx],
+            mnist.x_train[val_idx], mnist.y_train[val_idx])
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, cfg: Config) -> tf.data.Dataset:
+    """Infinite dataset of ({'image'}, {'classification', 'bounding_box'}) batches.
+
+    Digits are reshuffled every epoch and every batch gets fresh random placement
+    (its seed is the batch counter), synthesized in parallel and prefetched, so no
+    epoch of float canvases is ever held in memory.
+    """
+    n = len(images)
+    images = tf.constant(images)                                   # (N, 28, 28) uint8
+    onehot = tf.one_hot(tf.constant(labels.astype(np.int32)), 10)  # (N, 10)
+
+    def make_batch(batch_index, idx):
+        canvas, box = synthesize(tf.gather(images, idx),
+                                 tf.stack([tf.constant(cfg.seed, tf.int64), batch_index]), cfg)
+        return canvas, {"classification": tf.gather(onehot, idx), "bounding_box": box}
+
+    ds = tf.data.Dataset.range(n).shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True)
+    ds = ds.repeat().batch(cfg.batch_size, drop_remainder=True).enumerate()
+    ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def lr_schedule(cfg: Config, steps_per_epoch: int):
+    """Linear warmup to cfg.learning_rate, then cosine decay to ~0 at the last step."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.preset == "seed" and cfg.warmup_epochs == 0:
+        return cfg.learning_rate  # the reference used Adam's constant default rate
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.learning_rate / 10 if warmup else cfg.learning_rate,
+        decay_steps=max(1, total - warmup), alpha=0.01,
+        warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup)
+
+
+class _RunRecorder(keras.callbacks.Callback):
+    """Writes history, status and the best model; handles time limit and cancel."""
+
+    def __init__(self, run_dir: Path, cfg: Config, steps: int, cancel: threading.Event,
+                 progress: Callable[[Progress], None] | None):
+        super().__init__()
+        self.run_dir, self.cfg, self.steps = run_dir, cfg, steps
+        self.cancel, self.progress = cancel, progress
+        self.history: dict[str, list] = {}
+        self.best = math.inf
+        self.cancelled = False
+        self.epoch = 0
+        self._last_report = 0.0
+
+    # -- helpers -----------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def eta(self, step: int) -> float | None:
+        done = self.epoch * self.steps + step
+        total = self.cfg.epochs * self.steps
+        if done == 0:
+            return None
+        eta = self.elapsed() / done * (total - done)
+        if self.cfg.time_limit_s:
+            eta = min(eta, max(0.0, self.cfg.time_limit_s - self.elapsed()))
+        return eta
+
+    def write_status(self, state: str, step: int = 0, **extra) -> None:
+        atomic_write_json(self.run_dir / "status.json", {
+            "state": state, "pid": os.getpid(), "epoch": self.epoch + 1, "epochs": self.cfg.epochs,
+            "step": step, "steps": self.steps, "elapsed_s": round(self.elapsed(), 2),
+            "eta_s": None if state != "running" else self.eta(step),
+            "updated": time.time(), **extra})
+
+    def should_stop(self) -> bool:
+        if self.cancel.is_set() or (self.run_dir / CANCEL_FILE).exists():
+            self.cancelled = True
+            return True
+        return bool(self.cfg.time_limit_s) and self.elapsed() >= self.cfg.time_limit_s
+
+    # -- Keras hooks -------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self.t0 = time.perf_counter()
+        self.write_status("running")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1
+        if self.should_stop():
+            self.model.stop_training = True
+        now = time.perf_counter()
+        if now - self._last_report >= 0.5 or step == self.steps:
+            self._last_report = now
+            self.write_status("running", step)
+            if self.progress:
+                self.progress(Progress(self.epoch + 1, self.cfg.epochs, step, self.steps,
+                                       self.elapsed(), self.eta(step), dict(logs or {})))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        logs["elapsed_s"] = self.elapsed()
+        logs["epoch"] = epoch + 1
+        logs.pop("learning_rate", None)
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+            self.model.optimizer.learning_rate))
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(float(v))
+        atomic_write_json(self.run_dir / "history.json", self.history)
+        monitor = logs.get("val_loss", logs.get("loss", math.inf))
+        if monitor < self.best:
+            self.best = monitor
+            atomic_write(self.run_dir / "model.keras", self.model.save, suffix=".keras")
+        self.write_status("running", self.steps)
+        if self.progress:
+            self.progress(Progress(epoch + 1, self.cfg.epochs, self.steps, self.steps,
+                                   self.elapsed(), self.eta(self.steps), logs,
+                                   history=dict(self.history)))
+
+
+def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None,
+          progress: Callable[[Progress], None] | None = None,
+          cancel: threading.Event | None = None, mnist_path: str | None = None,
+          evaluate_test: bool = True) -> TrainResult:
+    """Train a model for ``cfg`` into ``out_dir`` (created; existing files replaced)."""
+    run_dir = Path(out_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from e
+    (run_dir / CANCEL_FILE).unlink(missing_ok=True)
+    cfg.save(run_dir / "config.json")
+    keras.utils.set_random_seed(cfg.seed)
+
+    mnist = load_mnist(mnist_path)
+    tx, ty, vx, vy = split_digits(cfg, mnist)
+    steps = max(1, len(tx) // cfg.batch_size)
+    if len(tx) < cfg.batch_size:
+        raise ValueError(f"{len(tx)} training digits is fewer than one batch of {cfg.batch_size}")
+    val_data = None
+    if len(vx):
+        val_canvas, val_box = synthesize_numpy(vx, cfg, seed=VAL_SEED)  # (V, 75, 75, 1)
+        val_data = (val_canvas, {"classification": keras.utils.to_categorical(vy, 10),
+                                 "bounding_box": val_box})
+
+    model = compile_model(build_model(cfg), cfg, lr_schedule(cfg, steps))
+    recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress)
+    try:
+        model.fit(make_dataset(tx, ty, cfg), epochs=cfg.epochs, steps_per_epoch=steps,
+                  validation_data=val_data, validation_batch_size=500,
+                  callbacks=[recorder, *(callbacks or [])], verbose=0)
+    except BaseException as e:
+        recorder.write_status("failed", error=f"{type(e).__name__}: {e}")
+        raise
+
+    model_path = run_dir / "model.keras"
+    status = "cancelled" if recorder.cancelled else "completed"
+    metrics = None
+    if model_path.exists() and evaluate_test and not recorder.cancelled:
+        from locmnist.evaluation import evaluate_model
+
+        recorder.write_status("evaluating", steps)
+        best = keras.models.load_model(model_path, compile=False)
+        metrics = evaluate_model(best, data=cfg.data, mnist_path=mnist_path)
+        metrics["train_seconds"] = recorder.history.get("elapsed_s", [0])[-1]
+        atomic_write_json(run_dir / "metrics.json", metrics)
+    recorder.write_status(status, steps, has_model=model_path.exists())
+    return TrainResult(run_dir, status, recorder.history, metrics,
+                       model_path if model_path.exists() else None)
+
+
+def read_run(run_dir: str | os.PathLike) -> dict:
+    """Everything known about a run directory, tolerant of a run still being written."""
+    d = Path(run_dir)
+    return {"dir": d, "config": read_json(d / "config.json"), "status": read_json(d / "status.json"),
+            "history": read_json(d / "history.json", {}), "metrics": read_json(d / "metrics.json"),
+            "has_model": (d / "model.keras").exists()}
