@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,18 @@ class Prepared:
 # --- 1. decoding -----------------------------------------------------------
 
 def open_image(source) -> Image.Image:
-    """Decode ``source`` to a loaded, upright PIL image, or raise InvalidImage."""
+    """Decode ``source`` to a loaded, upright PIL image, or raise InvalidImage.
+
+    Very large JPEGs are decoded at a reduced scale (see ``_open``).
+    """
+    return _open(source)[0]
+
+
+def _open(source) -> tuple[Image.Image, tuple[int, int]]:
+    """(loaded upright image, the input's full upright (width, height)).
+
+    The two sizes differ only when a large JPEG was decoded at 1/2..1/8 scale.
+    """
     if isinstance(source, Image.Image):
         img = source
         _check_size(img.size)
@@ -67,26 +79,62 @@ def open_image(source) -> Image.Image:
         data = _read_bytes(source)
         if not data:
             raise InvalidImage("the file is empty")
+        _refuse_pillow_bomb_warnings()
         try:
-            img = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-            raise InvalidImage(f"not a supported image file ({_short(e)})") from None
+            img = Image.open(io.BytesIO(data))  # parses the header only
+        except UnidentifiedImageError:
+            raise InvalidImage("not a supported image file (PNG, JPEG, GIF, BMP, TIFF "
+                               "or WebP)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InvalidImage(f"the image is too large: the limit is {MAX_PIXELS / 1e6:.0f} "
+                               f"megapixels") from None
         except Exception as e:  # Pillow raises many types on hostile headers
             raise InvalidImage(f"not a readable image ({_short(e)})") from None
-        _check_size(img.size)
-        try:
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)  # animated GIF/WebP/TIFF: the first frame
-            if img.format == "JPEG" and max(img.size) > 2 * WORK_SIDE:
-                img.draft(img.mode, (WORK_SIDE, WORK_SIDE))  # decode at reduced scale: fast
-            img.load()
-        except Exception as e:
-            raise InvalidImage(f"the image data is damaged or truncated ({_short(e)})") from None
+        _check_size(img.size)  # before any pixel is decoded
+    full_size = img.size
     try:
+        # Animations are left on their first frame: asking for n_frames would walk
+        # every frame of the file (a GIF can hold thousands).
+        if img.format == "JPEG" and max(img.size) > 2 * WORK_SIDE:
+            img.draft(img.mode, (WORK_SIDE, WORK_SIDE))  # decode at reduced scale: fast
+        img.load()
+    except Exception as e:
+        raise InvalidImage(f"the image data is damaged or truncated ({_short(e)})") from None
+    try:
+        orientation = img.getexif().get(0x0112, 1)
         img = ImageOps.exif_transpose(img)  # phone photos: honour orientation
+        if orientation in (5, 6, 7, 8):
+            full_size = full_size[::-1]
     except Exception:
         pass  # a broken EXIF block only loses the rotation
-    return img
+    return _known_mode(img), full_size
+
+
+def _refuse_pillow_bomb_warnings() -> None:
+    """Make Pillow's DecompressionBombWarning an exception we turn into InvalidImage.
+
+    Pillow only *warns* at open for 89M..179M pixels (errors above); our own
+    cap (MAX_PIXELS) is lower, so such files are refused either way, and must
+    not print a warning on the way. Warning filters are process-wide and pytest
+    resets them per test, hence an idempotent check on every open.
+    """
+    if _BOMB_FILTER not in warnings.filters:
+        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
+_BOMB_FILTER = ("error", None, Image.DecompressionBombWarning, None, 0)
+_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F",
+          "I;16", "I;16B", "I;16L"}
+
+
+def _known_mode(img: Image.Image) -> Image.Image:
+    """Bring exotic modes (LAB, HSV, I;16S, La, ...) to RGBA or RGB, or refuse."""
+    if img.mode in _MODES:
+        return img
+    try:
+        return img.convert("RGBA" if "A" in img.mode or "a" in img.mode else "RGB")
+    except Exception:
+        raise InvalidImage(f"unsupported image mode {img.mode}") from None
 
 
 def _read_bytes(source) -> bytes:
@@ -132,12 +180,17 @@ def _reduce(img: Image.Image) -> tuple[Image.Image, float]:
         return img, 1.0
     factor = side / WORK_SIDE
     size = (max(1, round(img.width / factor)), max(1, round(img.height / factor)))
-    if img.mode not in ("1", "L", "LA", "RGB", "RGBA", "I", "F", "I;16", "CMYK", "P", "PA"):
-        img = img.convert("RGBA")
-    if img.mode in ("P", "PA", "1", "CMYK", "I;16"):
-        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else
-                          ("I" if img.mode == "I;16" else "RGB"))
+    if img.mode.startswith("I;16"):
+        img = img.convert("I")
+    elif img.mode in ("1", "P", "PA", "CMYK", "YCbCr", "RGBX") or "transparency" in img.info:
+        # resize() cannot average these modes; keep transparency as alpha
+        img = img.convert("RGBA" if _has_alpha(img) else "RGB")
     return img.resize(size, Image.BOX), img.width / size[0]
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    """An alpha channel, or a transparent colour key (tRNS in P, L and RGB PNGs)."""
+    return img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
 
 
 def _gray_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -151,9 +204,7 @@ def _gray_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         if mode == "F":
             scale = 1.0 if top <= 1.0 else top
         return np.nan_to_num(np.clip(a / max(scale, 1e-6), 0, 1)), None
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        mode == "P" and "transparency" in img.info)
-    if has_alpha:
+    if _has_alpha(img):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
         gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
         return gray, rgba[..., 3]
@@ -203,10 +254,11 @@ def prepare(source) -> Prepared:
     """Decode and preprocess one image (see module docstring)."""
     if isinstance(source, np.ndarray):
         img = array_to_image(source)
+        size = img.size
     else:
-        img = open_image(source)
-    size = img.size
+        img, size = _open(source)
     work, factor = _reduce(img)
+    factor *= size[0] / img.width  # JPEGs decoded at reduced scale
     ink, reason = ink_map(work)
     h, w = ink.shape
     extent = None if reason else _ink_extent(ink)
