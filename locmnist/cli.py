@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", help="model file or run directory (default: shipped model)")
     pr.add_argument("--json", action="store_true", help="one JSON object per line per input")
     pr.add_argument("images", nargs="+", metavar="IMAGE")
+
+    # Subcommands that live in their own modules register their own flags.
+    from locmnist import bench, export
+
+    bench.add_arguments(sub.add_parser("bench", help="benchmark against the reference recipe"))
+    export.add_arguments(sub.add_parser("export", help="export to SavedModel, TFLite or .keras"))
     return p
 
 
@@ -56,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow()
     args = _parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}[
-            args.command](args)
+        from locmnist import bench, export
+
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+                "bench": bench.run, "export": export.run}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -74,9 +74,10 @@ def _synthesize_standard(images, seed, canvas_size, min_h, max_h, max_rot, max_s
     c, s = tf.cos(theta), tf.sin(theta)
     a00, a01 = c, c * shear - s
     a10, a11 = s, s * shear + c
-    # Extent of the transformed source ink box; shrink if it would not fit.
-    ext_w = scale * (tf.abs(a00) * src_w + tf.abs(a01) * src_h)
-    ext_h = scale * (tf.abs(a10) * src_w + tf.abs(a11) * src_h)
+    # Extent of the transformed source ink box, grown by half a source pixel per side
+    # (bilinear sampling spreads ink that far); shrink the digit if it would not fit.
+    ext_w = scale * (tf.abs(a00) * (src_w + 1) + tf.abs(a01) * (src_h + 1))
+    ext_h = scale * (tf.abs(a10) * (src_w + 1) + tf.abs(a11) * (src_h + 1))
     room = tf.cast(canvas_size, tf.float32) - 2.0
     fit = tf.minimum(1.0, room / tf.maximum(ext_w, ext_h))
     scale, ext_w, ext_h = scale * fit, ext_w * fit, ext_h * fit

@@ -223,7 +223,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
     try:
         model.fit(make_dataset(tx, ty, cfg), epochs=cfg.epochs, steps_per_epoch=steps,
                   validation_data=val_data, validation_batch_size=500,
-                  callbacks=[recorder, *(callbacks or [])], verbose=0)
+                  callbacks=[recorder, *(callbacks or [])], shuffle=False, verbose=0)
     except BaseException as e:
         recorder.write_status("failed", error=f"{type(e).__name__}: {e}")
         raise

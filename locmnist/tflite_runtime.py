@@ -1,0 +1,74 @@
+"""Running an exported ``.tflite`` model with the same API as ``Predictor``.
+
+``TFLitePredictor.load(path).predict(image) -> Prediction``: the same
+preprocessing (``locmnist.preprocess.prepare``) and the same result mapping
+(``Predictor._result``) as the Keras predictor, so only the model runtime
+differs. A TFLite interpreter is not thread-safe, hence the lock.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from locmnist.inference import Prediction, Predictor
+from locmnist.model_files import InvalidModel
+from locmnist.preprocess import prepare
+
+MAX_TFLITE_BYTES = 50 * 1024 * 1024
+SIGNATURE = "serving_default"
+
+
+class TFLitePredictor:
+    """A TFLite model exported by ``python -m locmnist export --format tflite``."""
+
+    model = None      # no Keras model behind it
+    config = None
+
+    def __init__(self, model_content: bytes, source: str = "<in memory>"):
+        import tensorflow as tf
+
+        self.source = source
+        with warnings.catch_warnings():  # tf.lite.Interpreter warns that LiteRT replaces it
+            warnings.simplefilter("ignore")
+            try:
+                interpreter = tf.lite.Interpreter(model_content=model_content)
+                runner = interpreter.get_signature_runner(SIGNATURE)
+            except (ValueError, RuntimeError) as e:
+                raise InvalidModel(f"{Path(source).name} is not a usable TFLite model: "
+                                   f"{str(e).splitlines()[0][:200]}") from None
+        outputs = set(interpreter.get_signature_list()[SIGNATURE]["outputs"])
+        if outputs != {"classification", "bounding_box"}:
+            raise InvalidModel(f"{Path(source).name}: expected outputs classification and "
+                               f"bounding_box, found {sorted(outputs)}")
+        self._interpreter, self._runner = interpreter, runner
+        self._lock = threading.Lock()
+        self.predict_canvas(np.zeros((1, 75, 75, 1), np.float32))  # allocate now
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TFLitePredictor":
+        p = Path(path)
+        if not p.is_file():
+            raise InvalidModel(f"no model file at {p}")
+        if p.stat().st_size > MAX_TFLITE_BYTES:
+            raise InvalidModel(f"{p.name} is larger than {MAX_TFLITE_BYTES // 2**20} MB")
+        return cls(p.read_bytes(), str(p))
+
+    def predict_canvas(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs, boxes)."""
+        x = np.ascontiguousarray(canvases, dtype=np.float32).reshape(-1, 75, 75, 1)
+        with self._lock:  # the runner resizes its input only when the batch size changes
+            out = self._runner(image=x)
+            return np.array(out["classification"]), np.array(out["bounding_box"])
+
+    def predict(self, image) -> Prediction:
+        """Same contract as ``Predictor.predict``."""
+        prep = prepare(image)
+        if prep.blank_reason:
+            return Prediction(None, 0.0, (0.0,) * 10, None, None, None, prep.model_input,
+                              prep.image_size, prep.blank_reason)
+        probs, boxes = self.predict_canvas(prep.model_input)
+        return Predictor._result(prep, probs[0], boxes[0])

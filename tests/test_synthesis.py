@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from locmnist.boxes import INK_THRESHOLD, tight_box
+from locmnist.config import Config
+from locmnist import synthesis
+from locmnist.synthesis import synthesize, synthesize_numpy
+
+
+@pytest.fixture(scope="module")
+def batch(mnist):
+    cfg = Config()
+    canvases, boxes = synthesize_numpy(mnist.x_test[:600], cfg, seed=3, batch_size=300)
+    return cfg, canvases, boxes
+
+
+def test_shapes_and_ranges(batch):
+    _, canvases, boxes = batch
+    assert canvases.shape == (600, 75, 75, 1) and boxes.shape == (600, 4)
+    assert canvases.min() >= 0 and canvases.max() <= 1
+    assert (boxes >= 0).all() and (boxes <= 1).all()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+
+
+def test_box_is_tight_and_holds_all_ink(batch):
+    _, canvases, boxes = batch
+    for canvas, box in zip(canvases, boxes):
+        x0, y0, x1, y1 = np.rint(box * 75).astype(int)
+        ink = canvas[..., 0] >= INK_THRESHOLD
+        assert ink[y0:y1, x0:x1].sum() == ink.sum()                    # all ink inside
+        assert ink[y0, x0:x1].any() and ink[y1 - 1, x0:x1].any()     # tight: ink on every edge
+        assert ink[y0:y1, x0].any() and ink[y0:y1, x1 - 1].any()
+        assert np.allclose(tight_box(canvas) / 75, box)
+
+
+def test_digit_fully_inside_and_sizes_span_the_range(batch):
+    cfg, canvases, boxes = batch
+    assert (canvases[:, 0].max() < INK_THRESHOLD) and (canvases[:, -1].max() < INK_THRESHOLD)
+    assert (canvases[:, :, 0].max() < INK_THRESHOLD) and (canvases[:, :, -1].max() < INK_THRESHOLD)
+    heights = (boxes[:, 3] - boxes[:, 1]) * 75
+    assert heights.min() >= cfg.min_height - 3 and heights.max() <= cfg.max_height + 3
+    assert heights.min() < 22 and heights.max() > 60            # small and large digits both occur
+    centres = (boxes[:, 0] + boxes[:, 2]) / 2
+    assert centres.min() < 0.3 and centres.max() > 0.7           # placed all over the canvas
+
+
+def test_seeded_and_fresh(mnist):
+    cfg = Config()
+    a, _ = synthesize(mnist.x_test[:32], (1, 5), cfg)
+    b, _ = synthesize(mnist.x_test[:32], (1, 5), cfg)
+    c, _ = synthesize(mnist.x_test[:32], (1, 6), cfg)
+    assert np.array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(a.numpy(), c.numpy())
+
+
+def test_seed_mode_is_the_reference_paste(mnist):
+    cfg = Config(data="seed")
+    canvases, boxes = synthesize_numpy(mnist.x_test[:50], cfg, seed=0)
+    for digit, canvas, box in zip(mnist.x_test[:50], canvases, boxes):
+        x0, y0, x1, y1 = np.rint(box * 75).astype(int)
+        assert (x1 - x0, y1 - y0) == (28, 28) and 0 <= x0 <= 47 and 0 <= y0 <= 47
+        assert np.allclose(canvas[y0:y1, x0:x1, 0], digit / 255.0)   # exact paste
+        assert canvas.sum() == pytest.approx(digit.sum() / 255.0, rel=1e-5)
+
+
+def test_test_split_is_fixed(mnist):
+    canvases, boxes, labels = synthesis.test_split("standard")
+    assert canvases.shape == (10000, 75, 75, 1) and canvases.dtype == np.uint8
+    assert np.array_equal(labels, mnist.y_test)
+    again = synthesis.test_split("standard")
+    assert again[0] is canvases                      # built once per process
+    fresh, fresh_boxes = synthesize_numpy(mnist.x_test[:1000], Config(), seed=20_240_607)
+    assert np.array_equal(np.rint(fresh * 255).astype(np.uint8), canvases[:1000])
+    assert np.allclose(fresh_boxes, boxes[:1000])

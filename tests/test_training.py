@@ -1,0 +1,87 @@
+import json
+import threading
+
+import keras
+import numpy as np
+import pytest
+
+from locmnist.training import CANCEL_FILE, read_run, train
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    seen = []
+    result = train(tiny_config(epochs=3), out, progress=seen.append)
+    return out, result, seen
+
+
+def test_tiny_training_lowers_the_loss(tiny_run):
+    _, result, _ = tiny_run
+    h = result.history
+    assert result.status == "completed" and len(h["loss"]) == 3
+    assert h["loss"][-1] < h["loss"][0]
+    assert h["val_loss"][-1] < h["val_loss"][0]
+
+
+def test_history_has_every_curve(tiny_run):
+    _, result, _ = tiny_run
+    for base in ("loss", "classification_loss", "bounding_box_loss", "classification_accuracy",
+                 "bounding_box_mse", "bounding_box_iou"):
+        assert base in result.history and "val_" + base in result.history
+    assert result.history["elapsed_s"] == sorted(result.history["elapsed_s"])
+
+
+def test_run_directory_files(tiny_run):
+    out, result, _ = tiny_run
+    for name in ("model.keras", "config.json", "history.json", "metrics.json", "status.json"):
+        assert (out / name).is_file(), name
+    run = read_run(out)
+    assert run["status"]["state"] == "completed" and run["has_model"]
+    assert run["metrics"]["n"] == 10000 and 0 <= run["metrics"]["accuracy"] <= 1
+    assert json.loads((out / "history.json").read_text()) == result.history
+    assert not list(out.glob("*.tmp*"))                     # no temp files left behind
+    keras.models.load_model(out / "model.keras", compile=False)
+
+
+def test_progress_hook(tiny_run):
+    _, _, seen = tiny_run
+    assert seen and seen[-1].epoch == 3 and seen[-1].history is not None
+    assert all(0 <= p.fraction <= 1 for p in seen)
+    assert [p.epoch for p in seen if p.history is not None] == [1, 2, 3]
+
+
+def test_cancel_stops_and_keeps_best_model(tmp_path):
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.history is not None:   # cancel once the first epoch is saved
+            cancel.set()
+
+    result = train(tiny_config(epochs=6), tmp_path, progress=progress, cancel=cancel)
+    assert result.status == "cancelled"
+    assert len(result.history["loss"]) < 6
+    assert result.model_path is not None and result.model_path.exists()
+    assert read_run(tmp_path)["status"]["state"] == "cancelled"
+
+
+def test_cancel_file(tmp_path):
+    def progress(p):
+        (tmp_path / CANCEL_FILE).touch()
+
+    result = train(tiny_config(epochs=4), tmp_path, progress=progress, evaluate_test=False)
+    assert result.status == "cancelled" and len(result.history["loss"]) == 1
+
+
+def test_time_limit(tmp_path):
+    result = train(tiny_config(epochs=50, time_limit_s=3.0), tmp_path, evaluate_test=False)
+    assert result.status == "completed"
+    assert len(result.history["loss"]) < 50 and result.history["elapsed_s"][-1] < 20
+
+
+def test_unwritable_run_directory(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="cannot write to run directory"):
+        train(tiny_config(), blocker / "run")
