@@ -7,7 +7,6 @@ once at load time and is safe to call from many threads.
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,16 +51,15 @@ class Predictor:
         self.model, self.config, self.source = model, config, source
         cls_key, box_key = output_roles(model)
 
+        # One graph for every batch size: calls never retrace, so concurrent callers
+        # only ever run the same finished graph (TF executes it thread-safely).
         @tf.function(input_signature=[tf.TensorSpec([None, 75, 75, 1], tf.float32)])
         def forward(x):
-            out = model(x, training=False)
-            if isinstance(out, dict):
-                return out[cls_key], out[box_key]
+            out = model(x, training=False)  # a dict (named outputs) or a list
             return out[cls_key], out[box_key]
 
         self._forward = forward
-        with threading.Lock():
-            forward(tf.zeros([1, 75, 75, 1]))  # trace now, not in a user's first request
+        forward(tf.zeros([1, 75, 75, 1]))  # trace now, not in a user's first request
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> "Predictor":
@@ -96,6 +94,10 @@ class Predictor:
 
     @staticmethod
     def _result(prep: Prepared, probs: np.ndarray, model_box: np.ndarray) -> Prediction:
+        if not (np.isfinite(probs).all() and np.isfinite(model_box).all()):
+            # A broken user model (NaN weights): report it, never emit NaN as a guess.
+            return Prediction(None, 0.0, (0.0,) * 10, None, None, None, prep.model_input,
+                              prep.image_size, "the model gave no valid output (NaN)")
         model_box = tuple(float(v) for v in np.clip(model_box, 0.0, 1.0))
         box = prep.to_input_pixels(model_box)
         w, h = prep.image_size

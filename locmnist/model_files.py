@@ -139,9 +139,9 @@ def check_layers(config: dict, name: str = "model") -> None:
         if isinstance(o, dict):
             if "class_name" in o and isinstance(o.get("config"), (dict, type(None))):
                 found.add(str(o["class_name"]))
-                module = o.get("module")
-                if module is not None and not str(module).startswith("keras"):
-                    modules.add(str(module))
+            module = o.get("module")  # e.g. a function reference: {"module": "os", ...}
+            if "class_name" in o and module is not None and not str(module).startswith("keras"):
+                modules.add(str(module))
             for v in o.values():
                 walk(v)
         elif isinstance(o, list):
