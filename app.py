@@ -1,0 +1,18 @@
+"""locmnist: find and read a handwritten digit. Run with ``streamlit run app.py``.
+
+A thin entry point: each page's logic lives in ``pages/`` as a function.
+"""
+import streamlit as st
+
+from pages import evaluate, history, predict, train
+
+st.set_page_config(page_title="locmnist", page_icon="🔢", layout="wide")
+page = st.navigation([
+    st.Page(predict.render, title="Predict", icon=":material/draw:", url_path="predict",
+            default=True),
+    st.Page(train.render, title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page(history.render, title="History", icon=":material/show_chart:", url_path="history"),
+    st.Page(evaluate.render, title="Evaluate", icon=":material/fact_check:",
+            url_path="evaluate"),
+])
+page.run()

@@ -1,0 +1,138 @@
+"""Train: start a training run in a separate process and watch it live.
+
+The run lives in its own process (see ``locmnist.jobs``): this page only starts,
+polls and cancels it, so reruns, page changes and closed tabs do not touch it.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+import ui
+from locmnist import jobs
+from locmnist.files import read_json
+
+WATCHED_RUN = "train_run"  # session key: the run this tab started or watches
+POLL_SECONDS = 1.0
+
+
+def render() -> None:
+    st.title("Train")
+    st.caption("Train a model from scratch on synthesized canvases. Training runs in its own "
+               "process: you can change page or close the tab; come back to watch it.")
+    active = jobs.active_run_id()
+    if active and active != st.session_state.get(WATCHED_RUN):
+        st.info(f"A training run is in progress ({active}); it is shown below.")
+    started = training_form()
+    watched = started or active or st.session_state.get(WATCHED_RUN)
+    if watched and watched != "starting":
+        st.session_state[WATCHED_RUN] = watched
+        st.divider()
+        run_dir = jobs.runs_dir() / watched
+        if jobs.run_info(run_dir).live:
+            live_panel(run_dir)
+        else:
+            final_panel(run_dir)
+
+
+def training_form() -> str | None:
+    """The form; returns the id of a run it started, or of the run that blocked it."""
+    from locmnist.config import PRESETS, preset
+
+    name = st.selectbox("Preset", PRESETS, index=PRESETS.index("quick"), key="train_preset",
+                        help="quick: a small net for about a minute on a laptop CPU; "
+                             "default: the shipped model's recipe (hours on CPU); "
+                             "seed: the reference notebook's CNN and data.")
+    base = preset(name)
+    with st.form("train_form"):
+        c1, c2 = st.columns(2)
+        epochs = c1.number_input("Epochs", 1, 200, base.epochs, key=f"train_epochs_{name}")
+        digits = c2.number_input("Training digits (0 = all 55,000)", 0, 60_000,
+                                 base.train_digits, step=1000, key=f"train_digits_{name}")
+        heights = st.slider("Digit height on the 75×75 canvas (px)", 4, 73,
+                            (int(base.min_height), int(base.max_height)),
+                            key=f"train_heights_{name}",
+                            help="The scale range of synthesized digits.")
+        limit = f"; it stops after {base.time_limit_s:.0f} s" if base.time_limit_s else ""
+        st.caption(f"Batch {base.batch_size}, learning rate {base.learning_rate:g}, "
+                   f"conv widths {list(base.widths)}{limit}.")
+        overrides = jobs.env_overrides()
+        if overrides:
+            st.caption(f"Server overrides from LOCMNIST_TRAIN_OVERRIDES: {overrides}")
+        submitted = st.form_submit_button("Start training", type="primary")
+    if not submitted:
+        return None
+    try:
+        run_id = jobs.start_training(name, epochs=int(epochs), train_digits=int(digits),
+                                     min_height=float(heights[0]), max_height=float(heights[1]))
+    except jobs.TrainingBusy as e:
+        st.warning("A training run is already in progress; one runs at a time on this "
+                   "server. You can watch it below.")
+        return e.run_id
+    except ValueError as e:
+        st.error(f"Cannot start: {e}")
+        return None
+    st.success(f"Started run {run_id}.")
+    return run_id
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def live_panel(run_dir) -> None:
+    info = jobs.run_info(run_dir)
+    if not info.live:
+        st.rerun()  # the whole page, which now shows the final panel
+    s = info.status
+    st.subheader(f"Run {info.id}")
+    if info.state == "starting":
+        st.progress(0.0, text="Starting: loading TensorFlow and MNIST...")
+    elif info.state == "evaluating":
+        st.progress(1.0, text="Training done; evaluating on the test split...")
+    else:
+        epochs, steps = max(1, s.get("epochs", 1)), max(1, s.get("steps", 1))
+        done = (s.get("epoch", 1) - 1) * steps + s.get("step", 0)
+        st.progress(min(1.0, done / (epochs * steps)),
+                    text=f"Epoch {s.get('epoch')}/{epochs} · step {s.get('step')}/{steps} · "
+                         f"elapsed {ui.fmt_seconds(s.get('elapsed_s'))} · "
+                         f"ETA {ui.fmt_seconds(s.get('eta_s'))}")
+    if (run_dir / jobs.CANCEL_FILE).exists():
+        st.caption("Cancel requested: stopping after the current batch...")
+    elif st.button("Cancel", key="train_cancel"):
+        jobs.cancel(run_dir)
+        st.caption("Cancel requested: stopping after the current batch...")
+    history = read_json(run_dir / "history.json") or {}
+    if history:
+        ui.curves_grid({info.id: history}, key="train_live")
+    else:
+        st.caption("The curves appear after the first epoch.")
+
+
+def final_panel(run_dir) -> None:
+    info = jobs.run_info(run_dir)
+    st.subheader(f"Run {info.id}: {info.state}")
+    if info.state == "completed":
+        st.success("Training completed.")
+        show_metrics(read_json(run_dir / "metrics.json"))
+    elif info.state == "cancelled":
+        st.warning("Training was cancelled" + (f" ({info.error})" if info.error else "")
+                   + (". The best model so far was kept." if info.has_model else "."))
+    else:
+        st.error(f"Training failed: {info.error}")
+        with st.expander("Log"):
+            st.code(jobs.log_tail(run_dir, 40) or "(empty)", language=None)
+    if info.has_model:
+        if st.button("Use this model", key="train_use_model", type="primary"):
+            ui.use_model(info.model_path)
+        if str(ui.active_model()) == str(info.model_path):
+            st.success("The Predict and Evaluate pages now use this model.")
+    history = read_json(run_dir / "history.json") or {}
+    if history:
+        ui.curves_grid({info.id: history}, key="train_final")
+
+
+def show_metrics(metrics: dict | None) -> None:
+    if not metrics:
+        return
+    cols = st.columns(4)
+    cols[0].metric("Test accuracy", f"{metrics['accuracy']:.2%}")
+    cols[1].metric("Mean IoU", f"{metrics['iou_mean']:.3f}")
+    cols[2].metric("IoU ≥ 0.5", f"{metrics['iou_ge_0.5']:.1%}")
+    cols[3].metric("Training time", ui.fmt_seconds(metrics.get("train_seconds")))

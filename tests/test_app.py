@@ -1,0 +1,149 @@
+"""Every page of the Streamlit app under AppTest (no browser; see test_e2e_browser.py)."""
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `import ui` and `pages` live at the repo root
+    sys.path.insert(0, str(REPO))
+
+TIMEOUT = 120  # the first run of a page may import TensorFlow and load a model
+
+
+def model_path() -> Path:
+    from locmnist.inference import DEFAULT_MODEL, ENV_MODEL
+
+    return Path(os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
+
+
+needs_model = pytest.mark.skipif(not model_path().exists(),
+                                 reason="the shipped model models/default.keras is missing")
+
+
+def _page(repo: str, name: str) -> None:
+    import importlib
+    import sys
+
+    sys.path.insert(0, repo)
+    importlib.import_module(f"pages.{name}").render()
+
+
+def page(name: str) -> AppTest:
+    """One page on its own, as st.navigation would run it."""
+    return AppTest.from_function(_page, args=(str(REPO), name), default_timeout=TIMEOUT)
+
+
+@pytest.fixture(autouse=True)
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCMNIST_RUNS", str(tmp_path / "runs"))
+    monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
+    return tmp_path / "runs"
+
+
+def mnist_test_png(index: int) -> tuple[bytes, int]:
+    """(PNG, label) of a real MNIST test digit: dark ink on white paper, 4x enlarged, off-centre."""
+    from PIL import Image
+
+    from locmnist.data import load_mnist
+
+    mnist = load_mnist()
+    digit = Image.fromarray(255 - mnist.x_test[index]).resize((112, 112), Image.BICUBIC)
+    paper = Image.new("L", (200, 160), 255)
+    paper.paste(digit, (60, 30))
+    buf = io.BytesIO()
+    paper.save(buf, "PNG")
+    return buf.getvalue(), int(mnist.y_test[index])
+
+
+def test_app_entry_renders_the_predict_page():
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert at.title[0].value == "Predict"
+    assert [m.label for m in at.metric] == ["Predicted digit"] or not model_path().exists()
+
+
+@pytest.mark.parametrize("name", ["predict", "train", "history", "evaluate"])
+def test_every_page_renders(name):
+    at = page(name).run()
+    assert not at.exception
+    assert at.title[0].value == name.capitalize()
+
+
+@needs_model
+def test_upload_shows_the_predicted_digit_and_per_file_errors():
+    at = page("predict").run()
+    (first, first_label), (second, second_label) = mnist_test_png(0), mnist_test_png(1)
+    at.file_uploader(key="predict_upload").set_value([
+        ("first.png", first, "image/png"), ("broken.png", b"definitely not a png", "image/png"),
+        ("second.png", second, "image/png")]).run()
+    assert not at.exception
+    values = [m.value for m in at.metric if m.label == "Predicted digit"]
+    assert values == ["—", str(first_label), str(second_label)]  # [0]: the empty canvas
+    assert any("broken.png" in e.value and "not a supported image" in e.value for e in at.error)
+    assert len(at.get("image")) == 4  # each digit: its overlay and the model's 75x75 view
+
+
+@needs_model
+def test_an_invalid_uploaded_model_is_a_clear_error(tmp_path):
+    at = page("predict").run()
+    at.selectbox(key="predict_model").set_value("__upload__").run()
+    at.file_uploader(key="predict_model_upload").upload("evil.keras", b"PK\x03\x04 junk").run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("evil.keras "), errors
+    assert not at.metric  # no prediction with a model that failed to load
+
+
+@needs_model
+def test_evaluate_a_sample_of_the_test_split():
+    at = page("evaluate").run()
+    at.select_slider(key="evaluate_n").set_value(500).run()
+    at.button(key="evaluate_run").click().run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Accuracy"].rstrip("%")) > 80
+    assert float(metrics["Mean IoU"]) > 0.5
+    assert len(at.get("image")) == 12  # the worst-predictions gallery
+
+
+@pytest.mark.slow
+def test_train_page_tiny_run_to_completion(runs, monkeypatch):
+    monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", json.dumps(
+        {"train_digits": 512, "batch_size": 64, "time_limit_s": 0}))
+    at = page("train").run()
+    at.number_input(key="train_epochs_quick").set_value(2)
+    at.form_submit_button[0].click().run()
+    assert not at.exception
+    assert any(s.value.startswith("Started run") for s in at.success)
+    run_id = at.session_state["train_run"]
+
+    other_tab = page("train").run()
+    assert any(run_id in i.value for i in other_tab.info)  # told, and watching it
+    other_tab.form_submit_button[0].click().run()
+    assert any("already in progress" in w.value for w in other_tab.warning)
+
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        at.run()
+        if any(s.value.endswith((": completed", ": failed", ": cancelled", "incomplete"))
+               for s in at.subheader):
+            break
+    assert not at.exception
+    assert at.subheader[0].value == f"Run {run_id}: completed", [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert 0 <= float(metrics["Test accuracy"].rstrip("%")) <= 100
+    history = json.loads((runs / run_id / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+    at.button(key="train_use_model").click().run()
+    assert at.session_state["active_model"] == str(runs / run_id / "model.keras")
+
+    hist = page("history").run()
+    assert not hist.exception
+    assert any(run_id in o for o in hist.multiselect(key="history_runs").options)

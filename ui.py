@@ -1,0 +1,242 @@
+"""What the app's pages share: the cached model, the model picker, charts, overlays.
+
+Pages import this as ``import ui``. Nothing here runs at import time.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from locmnist import jobs
+
+ACTIVE_MODEL = "active_model"        # session key: the model path every page uses
+UPLOADED_MODELS = "uploaded_models"  # session key: {temp path: the user's file name}
+UPLOAD_OPTION = "__upload__"
+# (history key, chart title) -- the reference notebook's three plots, then IoU.
+CURVES = (("bounding_box_mse", "Bounding-box MSE"), ("classification_loss", "Classification loss"),
+          ("classification_accuracy", "Classification accuracy"), ("bounding_box_iou", "IoU"))
+PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692",
+           "#B6E880")
+
+
+# --- models ---------------------------------------------------------------------
+
+def default_model_path() -> Path:
+    """What ``Predictor.load()`` loads: $LOCMNIST_MODEL, else the shipped model."""
+    from locmnist.inference import DEFAULT_MODEL, ENV_MODEL
+
+    return Path(os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
+
+
+def sidecar(model_path: Path, kind: str) -> Path:
+    """history/metrics/config beside a model: run dirs use <kind>.json, shipped files name.<kind>.json."""
+    model_path = Path(model_path)
+    if model_path.name == "model.keras":
+        return model_path.parent / f"{kind}.json"
+    return model_path.with_suffix(f".{kind}.json")
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def _load_predictor(path: str, mtime: float):
+    """One Predictor per (file, modification time): a retrained file is reloaded."""
+    from locmnist.inference import Predictor
+
+    return Predictor.load(path)
+
+
+def get_predictor(path: Path):
+    """The cached Predictor for ``path``; raises InvalidModel with a user-facing message."""
+    from locmnist.model_files import InvalidModel
+
+    try:
+        mtime = Path(path).stat().st_mtime
+    except OSError:
+        raise InvalidModel(f"no model file at {path}") from None
+    with st.spinner("Loading the model..."):
+        return _load_predictor(str(path), mtime)
+
+
+def warm_default_model() -> None:
+    """Load the default model in the background once per server, so the first drawing is fast."""
+    _start_warming(str(default_model_path()))
+
+
+@st.cache_resource(show_spinner=False)
+def _start_warming(path: str) -> bool:
+    def load():
+        try:
+            _load_predictor(path, Path(path).stat().st_mtime)
+        except Exception:  # the page that needs the model shows the error
+            pass
+
+    threading.Thread(target=load, name="warm-model", daemon=True).start()
+    return True
+
+
+def active_model() -> Path:
+    return Path(st.session_state.get(ACTIVE_MODEL) or default_model_path())
+
+
+def use_model(path: Path) -> None:
+    st.session_state[ACTIVE_MODEL] = str(path)
+
+
+def model_options() -> dict[str, str]:
+    """{path: label} of the models one can pick: shipped default, finished runs, uploads."""
+    options = {}
+    default = default_model_path()
+    if default.exists():
+        options[str(default)] = f"Shipped default ({default.name})"
+    for run in jobs.list_runs():
+        if run.has_model and not run.live:
+            options[str(run.model_path)] = f"Run {run.id} ({run.state})"
+    for path, name in st.session_state.get(UPLOADED_MODELS, {}).items():
+        options[path] = f"Uploaded: {name}"
+    return options
+
+
+def model_picker(key: str):
+    """Pick a model (shared across pages); returns its Predictor, or None after an error."""
+    from locmnist.model_files import InvalidModel
+
+    options = model_options()
+    current = str(active_model())
+    if current not in options and Path(current).exists():
+        options[current] = Path(current).name
+    keys = list(options) + [UPLOAD_OPTION]
+    labels = {**options, UPLOAD_OPTION: "Upload a .keras file..."}
+    choice = st.selectbox("Model", keys, index=keys.index(current) if current in keys else 0,
+                          format_func=labels.get, key=f"{key}_model")
+    if choice == UPLOAD_OPTION:
+        choice = _uploaded_model(key)
+        if choice is None:
+            return None
+    elif choice != current:
+        use_model(Path(choice))
+    if not Path(choice).exists():
+        st.warning("No model yet: train one on the **Train** page, upload a .keras file, "
+                   f"or ship `{default_model_path()}`.")
+        return None
+    try:
+        return get_predictor(Path(choice))
+    except InvalidModel as e:
+        st.error(str(e))
+        return None
+
+
+def _uploaded_model(key: str) -> str | None:
+    """Save an uploaded model under a generated name, validate it, make it active."""
+    from locmnist.model_files import MAX_MODEL_BYTES, InvalidModel
+
+    f = st.file_uploader("A .keras model (75x75x1 input; class and box outputs)",
+                         type=["keras"], key=f"{key}_model_upload")
+    if f is None:
+        return None
+    if f.size > MAX_MODEL_BYTES:
+        st.error(f"That file is {f.size / 2**20:.0f} MB; the limit is {MAX_MODEL_BYTES // 2**20} MB.")
+        return None
+    saved = st.session_state.setdefault("upload_paths", {})
+    path = saved.get(f.file_id)
+    if path is None:
+        folder = Path(tempfile.gettempdir()) / "locmnist-uploads"
+        folder.mkdir(exist_ok=True)
+        path = str(folder / f"{secrets.token_hex(8)}.keras")  # never the user's name as a path
+        Path(path).write_bytes(f.getvalue())
+        saved[f.file_id] = path
+    try:
+        get_predictor(Path(path))
+    except InvalidModel as e:
+        st.error(str(e).replace(Path(path).name, f.name))
+        return None
+    st.session_state.setdefault(UPLOADED_MODELS, {})[path] = f.name
+    use_model(Path(path))
+    return path
+
+
+# --- pictures --------------------------------------------------------------------
+
+def on_white(image):
+    """A PIL RGB image for display: transparent drawings get white paper behind them."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, "white")
+        return Image.alpha_composite(paper, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def overlay(image, box_normalized, label: str | None, width: int = 280, true_box=None):
+    """``image`` resized to ``width`` with the predicted box (red; a user's box green)."""
+    from PIL import Image
+
+    from locmnist.boxes import draw_boxes
+
+    img = on_white(image)
+    height = max(1, round(img.height * width / img.width))
+    img = img.resize((width, height), Image.LANCZOS)
+    return draw_boxes(img, predicted=box_normalized, true=true_box, label=label)
+
+
+def model_view(prediction, scale: int = 4):
+    """The 75x75 image the model saw, enlarged, with its box."""
+    from locmnist.boxes import draw_boxes
+
+    ink = 1.0 - prediction.model_input  # show ink dark on white, as drawn
+    return draw_boxes(ink, predicted=prediction.model_box, scale=scale)
+
+
+# --- charts ----------------------------------------------------------------------
+
+def probability_chart(probabilities, key: str):
+    import plotly.graph_objects as go
+
+    probs = np.asarray(probabilities, dtype=float)
+    colors = ["#EF553B" if i == int(probs.argmax()) and probs.max() > 0 else "#8FA8C8"
+              for i in range(10)]
+    fig = go.Figure(go.Bar(x=[str(d) for d in range(10)], y=probs, marker_color=colors,
+                           hovertemplate="digit %{x}: %{y:.1%}<extra></extra>"))
+    fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title="Probabilities",
+                      yaxis=dict(range=[0, 1], tickformat=".0%"), xaxis_title="digit")
+    st.plotly_chart(fig, width="stretch", key=key)
+
+
+def curves_figure(histories: dict[str, dict], metric: str, title: str):
+    """Training (solid) and validation (dashed) curves of one metric for several runs."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, (name, h) in enumerate(histories.items()):
+        color = PALETTE[i % len(PALETTE)]
+        epochs = h.get("epoch") or list(range(1, len(h.get(metric, [])) + 1))
+        for prefix, dash, part in (("", "solid", "train"), ("val_", "dash", "val")):
+            ys = h.get(prefix + metric)
+            if ys:
+                fig.add_trace(go.Scatter(x=epochs[:len(ys)], y=ys, mode="lines+markers",
+                                         name=f"{name} {part}" if len(histories) > 1 else part,
+                                         line=dict(color=color, dash=dash)))
+    fig.update_layout(title=title, height=280, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_title="epoch", legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def curves_grid(histories: dict[str, dict], key: str, metrics=CURVES) -> None:
+    """A 2-column grid of curve charts."""
+    cols = st.columns(2)
+    for i, (metric, title) in enumerate(metrics):
+        with cols[i % 2]:
+            st.plotly_chart(curves_figure(histories, metric, title), width="stretch",
+                            key=f"{key}_{metric}")
+
+
+def fmt_seconds(s) -> str:
+    if s is None:
+        return "--"
+    s = int(round(float(s)))
+    return f"{s // 60}:{s % 60:02d}"
