@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from locmnist.config import Config
 from locmnist.data import load_mnist
+from locmnist.distribute import shard
 from locmnist.files import atomic_write, atomic_write_json, read_json
 from locmnist.model import build_model, compile_model
 from locmnist.synthesis import synthesize, synthesize_numpy
@@ -193,8 +194,12 @@ class _RunRecorder(keras.callbacks.Callback):
 def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None,
           progress: Callable[[Progress], None] | None = None,
           cancel: threading.Event | None = None, mnist_path: str | None = None,
-          evaluate_test: bool = True) -> TrainResult:
-    """Train a model for ``cfg`` into ``out_dir`` (created; existing files replaced)."""
+          evaluate_test: bool = True, strategy=None) -> TrainResult:
+    """Train a model for ``cfg`` into ``out_dir`` (created; existing files replaced).
+
+    ``strategy``: a ``tf.distribute.Strategy`` (see ``locmnist.distribute``);
+    ``cfg.batch_size`` is per replica, so the global batch grows with replicas.
+    """
     run_dir = Path(out_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -209,19 +214,23 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
 
     mnist = load_mnist(mnist_path)
     tx, ty, vx, vy = split_digits(cfg, mnist)
-    steps = max(1, len(tx) // cfg.batch_size)
-    if len(tx) < cfg.batch_size:
-        raise ValueError(f"{len(tx)} training digits is fewer than one batch of {cfg.batch_size}")
+    strategy = strategy or tf.distribute.get_strategy()
+    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+    steps = max(1, len(tx) // global_batch)
+    if len(tx) < global_batch:
+        raise ValueError(f"{len(tx)} training digits is fewer than one batch of {global_batch}")
     val_data = None
     if len(vx):
         val_canvas, val_box = synthesize_numpy(vx, cfg, seed=VAL_SEED)  # (V, 75, 75, 1)
         val_data = (val_canvas, {"classification": keras.utils.to_categorical(vy, 10),
                                  "bounding_box": val_box})
 
-    model = compile_model(build_model(cfg), cfg, lr_schedule(cfg, steps))
+    with strategy.scope():  # variables must be created where the strategy places them
+        model = compile_model(build_model(cfg), cfg, lr_schedule(cfg, steps))
     recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress)
     try:
-        model.fit(make_dataset(tx, ty, cfg), epochs=cfg.epochs, steps_per_epoch=steps,
+        dataset = shard(make_dataset(tx, ty, cfg.replace(batch_size=global_batch)))
+        model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps,
                   validation_data=val_data, validation_batch_size=500,
                   callbacks=[recorder, *(callbacks or [])], shuffle=False, verbose=0)
     except BaseException as e:
