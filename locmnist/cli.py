@@ -16,7 +16,24 @@ from pathlib import Path
 
 
 def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up chatter (oneDNN, CUDA probing) hidden.
+
+    TF 2.21 logs through absl before any log level applies, so the only way to keep
+    a clean terminal (and clean ``--json`` output) is to point fd 2 elsewhere while
+    TensorFlow initialises. Python-level errors are re-raised after fd 2 is back.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.constant(0.0) + 1.0  # the CPU/CUDA platform probes log on the first op
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a model on the published test split")
     e.add_argument("--model", help="model file or run directory (default: shipped model)")
     e.add_argument("--data", choices=["standard", "seed"], default="standard")
+    e.add_argument("--set", choices=["test", "wild"], default="test",
+                   help="test: the published test split; wild: drawn, photographed and typed "
+                        "digits through the full predict path (see locmnist/wild.py)")
+    e.add_argument("--per-kind", type=int, default=300, help="wild set: images per kind")
     e.add_argument("--limit", type=int, help="only the first N test canvases")
     e.add_argument("--mnist", help="path to mnist.npz or a folder of IDX files")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -148,6 +169,8 @@ def cmd_evaluate(args) -> int:
     from locmnist.inference import Predictor
 
     predictor = Predictor.load(args.model)
+    if args.set == "wild":
+        return _evaluate_wild(predictor, args)
     metrics = evaluate_model(_CallableModel(predictor), data=args.data, limit=args.limit,
                              mnist_path=args.mnist)
     if args.json:
@@ -159,6 +182,22 @@ def cmd_evaluate(args) -> int:
         print(f"model     {predictor.source}\ndata      {args.data} test split, n={metrics['n']}")
         for k in EVAL_KEYS[:-2]:
             print(f"{k:<10}{metrics[k]:.4f}")
+    return 0
+
+
+def _evaluate_wild(predictor, args) -> int:
+    from locmnist.wild import evaluate_wild
+
+    result = evaluate_wild(predictor, per_kind=args.per_kind)
+    result["model"] = predictor.source
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"model     {predictor.source}\nset       wild, n={result['n']}")
+    print(f"{'kind':<8}{'n':>6}{'accuracy':>10}{'iou_mean':>10}{'iou>=0.5':>10}{'no digit':>10}")
+    for kind, s in [*result["by_kind"].items(), ("all", result)]:
+        print(f"{kind:<8}{s['n']:>6}{s['accuracy']:>10.4f}{s['iou_mean']:>10.3f}"
+              f"{s['iou_ge_0.5']:>10.3f}{s['no_digit']:>10.3f}")
     return 0
 
 

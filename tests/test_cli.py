@@ -1,0 +1,89 @@
+"""The CLI's JSON contracts and its handling of bad input (real subprocesses)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.conftest import REPO
+
+
+def run_cli(*args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "locmnist", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A real (barely trained) model file, so the CLI tests do not need the shipped one."""
+    from locmnist.training import train
+    from tests.conftest import tiny_config
+
+    out = tmp_path_factory.mktemp("cli-model")
+    train(tiny_config(epochs=1), out, evaluate_test=False)
+    return out / "model.keras"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    seven = Image.new("L", (200, 150), 255)
+    ImageDraw.Draw(seven).line([(60, 30), (130, 30), (90, 130)], fill=0, width=12)
+    seven.save(d / "seven.png")
+    Image.new("L", (64, 64), 0).save(d / "blank.png")
+    (d / "text.png").write_text("<html>not an image</html>")
+    (d / "empty.jpg").write_bytes(b"")
+    return d
+
+
+def test_predict_json_schema_and_bad_input(tiny_model, images):
+    files = ["seven.png", "text.png", "blank.png", "missing.png", "empty.jpg"]
+    r = run_cli("predict", "--model", str(tiny_model), "--json", *[str(images / f) for f in files])
+    assert r.returncode == 2, r.stderr          # some inputs failed
+    assert "Traceback" not in r.stdout + r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [l["file"] for l in lines] == [str(images / f) for f in files]   # input order
+    good, text, blank, missing, empty = lines
+    assert set(good) >= {"file", "label", "confidence", "probabilities", "box", "box_normalized"}
+    assert isinstance(good["label"], int) and len(good["probabilities"]) == 10
+    x0, y0, x1, y1 = good["box"]
+    assert 0 <= x0 < x1 <= 200 and 0 <= y0 < y1 <= 150                    # input pixels
+    assert good["box_normalized"] == pytest.approx([x0 / 200, y0 / 150, x1 / 200, y1 / 150], abs=1e-3)
+    assert blank["label"] is None and blank["box"] is None and "error" not in blank
+    for bad in (text, missing, empty):
+        assert bad["label"] is None and bad["error"] and "Traceback" not in bad["error"]
+
+
+def test_predict_all_good_exits_zero(tiny_model, images):
+    r = run_cli("predict", "--model", str(tiny_model), str(images / "seven.png"))
+    assert r.returncode == 0 and "seven.png" in r.stdout
+
+
+def test_evaluate_json_keys(tiny_model):
+    r = run_cli("evaluate", "--model", str(tiny_model), "--json", "--limit", "300")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for key in ("accuracy", "box_mse", "iou_mean", "iou_ge_0.5", "iou_ge_0.6", "iou_ge_0.75", "n",
+                "per_class_accuracy"):
+        assert key in out
+    assert out["n"] == 300 and len(out["per_class_accuracy"]) == 10
+
+
+def test_bad_model_is_a_clear_error(images):
+    r = run_cli("predict", "--model", str(images / "text.png"), "--json", str(images / "seven.png"))
+    assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
+    assert "error" in json.loads(r.stdout.splitlines()[0])
+
+
+def test_train_writes_a_run_directory(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("train", "--preset", "quick", "--epochs", "1", "--train-digits", "256",
+                "--batch-size", "64", "--out", str(out), "--time-limit", "60")
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in ("model.keras", "config.json", "history.json", "metrics.json"):
+        assert (out / name).is_file()
+    assert "epoch 1/1" in r.stderr and "test accuracy" in r.stderr
