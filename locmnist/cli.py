@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
     t.add_argument("--mnist", help="path to mnist.npz or a folder of IDX files")
     t.add_argument("--no-progress", action="store_true", help="no terminal progress bar")
+    t.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker"],
+                   default="default", help="tf.distribute strategy; --batch-size is per replica "
+                                           "(see 'Training on more machines' in the README)")
 
     e = sub.add_parser("evaluate", help="evaluate a model on the published test split")
     e.add_argument("--model", help="model file or run directory (default: shipped model)")
@@ -133,6 +136,7 @@ class _ProgressBar:
 
 def cmd_train(args) -> int:
     from locmnist.config import preset
+    from locmnist.distribute import describe, make_strategy
     from locmnist.training import train
 
     cfg = preset(args.preset, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
@@ -146,10 +150,11 @@ def cmd_train(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"training preset={cfg.preset} data={cfg.data} epochs={cfg.epochs} -> {out}",
-          file=sys.stderr)
+    strategy = make_strategy(args.strategy)
+    print(f"training preset={cfg.preset} data={cfg.data} epochs={cfg.epochs} "
+          f"({describe(strategy)}) -> {out}", file=sys.stderr)
     result = train(cfg, out, progress=None if args.no_progress else _ProgressBar(),
-                   cancel=cancel, mnist_path=args.mnist)
+                   cancel=cancel, mnist_path=args.mnist, strategy=strategy)
     print(f"{result.status}: {out}", file=sys.stderr)
     if result.metrics:
         m = result.metrics
