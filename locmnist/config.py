@@ -90,9 +90,10 @@ def preset(name: str, **overrides) -> Config:
         cfg = Config(preset="default")
     elif name == "quick":
         # The Train page's run: a narrower net and a 60 s budget on 2 cores.
+        # 60k canvases (2 x 30k digits) take about a minute here; the time limit is a guard.
         cfg = Config(preset="quick", widths=(16, 32, 64, 96), dense_units=128,
-                     epochs=3, batch_size=128, learning_rate=4e-3, warmup_epochs=0.2,
-                     time_limit_s=60.0)
+                     epochs=2, train_digits=30_000, batch_size=128, learning_rate=4e-3,
+                     warmup_epochs=0.2, time_limit_s=60.0)
     elif name == "seed":
         # The reference notebook: its CNN, Adam(1e-3), batch 512, CE + MSE, 45 epochs.
         cfg = Config(preset="seed", data="seed", arch="seed", epochs=45, batch_size=512,
