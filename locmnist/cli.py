@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
     t.add_argument("--mnist", help="path to mnist.npz or a folder of IDX files")
     t.add_argument("--no-progress", action="store_true", help="no terminal progress bar")
+    t.add_argument("--ship", action="store_true",
+                   help="when training completes, install the run as the shipped default "
+                        "model (models/default.keras and its .config/.history/.metrics.json)")
     t.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker"],
                    default="default", help="tf.distribute strategy; --batch-size is per replica "
                                            "(see 'Training on more machines' in the README)")
@@ -160,7 +163,30 @@ def cmd_train(args) -> int:
         m = result.metrics
         print(f"test accuracy {m['accuracy']:.4f}  mean IoU {m['iou_mean']:.3f}  "
               f"IoU>=0.5 {m['iou_ge_0.5']:.3f}", file=sys.stderr)
+    if args.ship and result.status == "completed":
+        from locmnist.inference import DEFAULT_MODEL
+
+        ship_run(out, DEFAULT_MODEL)
+        print(f"shipped as {DEFAULT_MODEL}", file=sys.stderr)
     return 0 if result.status == "completed" else 1
+
+
+def ship_run(run_dir: Path, dest: Path) -> None:
+    """Copy a finished run to ``dest`` (x.keras) and x.config/.history/.metrics.json.
+
+    The JSON files go first and the model last, each atomically, so a reader never
+    sees a new model beside an old config.
+    """
+    import shutil
+
+    from locmnist.files import atomic_write
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    stem = dest.with_suffix("")
+    for name in ("config", "history", "metrics"):
+        atomic_write(f"{stem}.{name}.json",
+                     lambda tmp, n=name: shutil.copyfile(run_dir / f"{n}.json", tmp))
+    atomic_write(dest, lambda tmp: shutil.copyfile(run_dir / "model.keras", tmp), suffix=".keras")
 
 
 # --- evaluate -----------------------------------------------------------------

@@ -78,7 +78,9 @@ def load_model_file(path: str | os.PathLike):
         raise InvalidModel(f"{p.name} could not be loaded: {msg}") from None
     check_model(model, p.name)
     config = None
-    cfg_path = p.with_name("config.json") if p.name == "model.keras" else p.with_suffix(".json")
+    # A run directory has model.keras + config.json; a shipped model x.keras has x.config.json.
+    cfg_path = (p.with_name("config.json") if p.name == "model.keras"
+                else p.with_name(p.stem + ".config.json"))
     if cfg_path.is_file():
         try:
             config = Config.load(cfg_path)
