@@ -131,6 +131,8 @@ def _known_mode(img: Image.Image) -> Image.Image:
     """Bring exotic modes (LAB, HSV, I;16S, La, ...) to RGBA or RGB, or refuse."""
     if img.mode in _MODES:
         return img
+    if img.mode in ("LAB", "HSV"):  # Pillow cannot convert these to RGB; use lightness
+        return img.getchannel("L" if img.mode == "LAB" else "V")
     try:
         return img.convert("RGBA" if "A" in img.mode or "a" in img.mode else "RGB")
     except Exception:
