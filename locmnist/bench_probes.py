@@ -1,0 +1,278 @@
+"""The measurements behind ``python -m locmnist bench``, each run in its own process.
+
+A fresh process per probe keeps them apart (threads, XLA caches, memory) and
+lets the parent read each one's peak memory. Run as
+``python -m locmnist.bench_probes PROBE '{json params}'``; the last stdout line
+is ``RESULT {json}``, progress goes to stderr.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+RESULT_PREFIX = "RESULT "
+LATENCY_WARMUP = 20
+
+
+def reset_peak_rss() -> bool:
+    """Restart VmHWM from the current RSS (Linux >= 4.0), so set-up is not counted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- time to accuracy ---------------------------------------------------------
+
+def train_curve(preset: str, budget_s: float, overrides: dict, eval_splits: list,
+                eval_limit: int, out_dir: str) -> dict:
+    """Train a preset; after each epoch, score the model on the full test split(s).
+
+    The training clock excludes those evaluations (the run is paused for them);
+    training stops at the end of the first batch past ``budget_s`` of training.
+    Validation on held-out digits, which the recipes include, stays on the clock.
+    """
+    import keras
+
+    from locmnist.config import preset as make_preset
+    from locmnist.evaluation import predict_batches, score
+    from locmnist.synthesis import test_split
+    from locmnist.training import train
+
+    cfg = make_preset(preset, **overrides)
+    # Our clock replaces the preset's own time limit, which would count evaluations.
+    budget_s = min(budget_s, cfg.time_limit_s or budget_s)
+    cfg = cfg.replace(time_limit_s=0.0)
+    splits = {}
+    for name in eval_splits:  # synthesized before training: not on either clock
+        canvases, boxes, labels = test_split(name)
+        n = eval_limit or len(labels)
+        splits[name] = (canvases[:n], boxes[:n], labels[:n])
+
+    class TestCurve(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.curve, self.eval_s, self.stopped_by_budget = [], 0.0, False
+
+        def train_seconds(self) -> float:
+            return time.perf_counter() - self.t0 - self.eval_s
+
+        def on_train_begin(self, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.train_seconds() >= budget_s:
+                self.stopped_by_budget = True
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            train_s = self.train_seconds()
+            start = time.perf_counter()
+            point = {"epoch": epoch + 1, "train_s": round(train_s, 2)}
+            for name, (canvases, boxes, labels) in splits.items():
+                probs, pred = predict_batches(self.model, canvases)
+                m = score(probs, pred, labels, boxes)
+                point[name] = {k: round(m[k], 5) for k in
+                               ("accuracy", "iou_mean", "iou_ge_0.5", "iou_ge_0.6")}
+            self.eval_s += time.perf_counter() - start
+            self.curve.append(point)
+            _log(f"bench {preset}: epoch {epoch + 1} at {train_s:.0f}s of training: "
+                 + ", ".join(f"{k} acc {v['accuracy']:.4f}" for k, v in point.items()
+                             if isinstance(v, dict)))
+
+    gc.collect()
+    rss_reset = reset_peak_rss()  # count training (plus the test arrays kept), not set-up
+    curve = TestCurve()
+    result = train(cfg, out_dir, callbacks=[curve], evaluate_test=False)
+    return {"preset": preset, "data": cfg.data, "arch": cfg.arch, "budget_s": budget_s,
+            "epochs_planned": cfg.epochs, "epochs_done": len(curve.curve),
+            "stopped_by_budget": curve.stopped_by_budget, "status": result.status,
+            "eval_n": {k: int(len(v[2])) for k, v in splits.items()},
+            "eval_s_total": round(curve.eval_s, 2), "curve": curve.curve,
+            "peak_rss_counts_from": "training start" if rss_reset else "process start"}
+
+
+# --- single-image latency -----------------------------------------------------
+
+def _timed(fn, runs: int, warmup: int = LATENCY_WARMUP) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 4),
+            "p95_ms": round(float(np.percentile(times, 95)), 4), "runs": runs}
+
+
+def _model_latency(model, image: np.ndarray, canvas: np.ndarray, runs: int) -> dict:
+    from locmnist.export import tflite_bytes
+    from locmnist.inference import Predictor
+    from locmnist.tflite_runtime import TFLitePredictor
+
+    predictor = Predictor(model)
+    lite = TFLitePredictor(tflite_bytes(model))
+    slow_runs = max(5, min(runs, 60))  # model.predict is tens of ms a call
+    return {
+        "predictor_predict": _timed(lambda: predictor.predict(image), runs),
+        "predictor_forward_only": _timed(lambda: predictor.predict_canvas(canvas), runs),
+        "model_predict": _timed(lambda: model.predict(canvas, verbose=0), slow_runs, warmup=3),
+        "eager_call": _timed(lambda: model(canvas, training=False), runs, warmup=3),
+        "tflite_predict": _timed(lambda: lite.predict(image), runs),
+        "tflite_forward_only": _timed(lambda: lite.predict_canvas(canvas), runs),
+    }
+
+
+def latency(model_path: str | None, runs: int) -> dict:
+    """Single-image latency of our model and of the reference CNN (untrained: its
+    weights do not change its speed), on a test canvas given as a 75x75 image."""
+    from locmnist.config import preset
+    from locmnist.inference import Predictor
+    from locmnist.model import build_model
+    from locmnist.synthesis import test_split
+
+    canvases = test_split("standard")[0]
+    image = canvases[0, :, :, 0]                          # uint8, as a user's image
+    canvas = canvases[:1].astype(np.float32) / 255.0      # ready model input
+    ours = Predictor.load(model_path)
+    return {"model": ours.source,
+            "ours": _model_latency(ours.model, image, canvas, runs),
+            "reference_cnn": _model_latency(build_model(preset("seed")), image, canvas, runs)}
+
+
+# --- throughput and memory ----------------------------------------------------
+
+def synthesis(one_core: bool, seconds: float) -> dict:
+    """Canvases per second for both data modes: direct ``synthesize`` calls on
+    batches of 1000 digits, and the training input pipeline (batches of 128)."""
+    import tensorflow as tf
+
+    if one_core:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    from locmnist.config import preset
+    from locmnist.data import load_mnist
+    from locmnist.synthesis import synthesize
+    from locmnist.training import make_dataset
+
+    mnist = load_mnist()
+    digits = mnist.x_train[:1000]
+
+    def rate(step, per_step: int) -> float:
+        step()  # trace / warm up
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            step()
+            n += per_step
+        return n / (time.perf_counter() - start)
+
+    result = {"one_core": one_core, "cpus": len(os.sched_getaffinity(0))}
+    for data in ("standard", "seed"):
+        cfg = preset("default", data=data)
+        counter = iter(range(10**9))
+        direct = rate(lambda: synthesize(digits, (0, next(counter)), cfg)[0].numpy(),
+                      len(digits))
+        ds = make_dataset(mnist.x_train[:20000], mnist.y_train[:20000], cfg)
+        if one_core:
+            options = tf.data.Options()
+            options.threading.private_threadpool_size = 1
+            ds = ds.with_options(options)
+        it = iter(ds)
+        pipeline = rate(lambda: next(it), cfg.batch_size)
+        result[data] = {"direct_canvases_per_s": round(direct),
+                        "pipeline_canvases_per_s": round(pipeline)}
+    return result
+
+
+def predict_memory(model_path: str | None, images: int) -> dict:
+    """A process that loads the model and predicts ``images`` canvases one by one,
+    as the app does (no test split held: that is evaluation, not prediction)."""
+    from locmnist.config import Config
+    from locmnist.data import load_mnist
+    from locmnist.inference import Predictor
+    from locmnist.synthesis import synthesize_numpy
+
+    canvases = synthesize_numpy(load_mnist().x_test[:images], Config())[0]
+    predictor = Predictor.load(model_path)
+    for c in canvases:
+        predictor.predict((c[:, :, 0] * 255).astype(np.uint8))
+    return {"images": len(canvases)}
+
+
+def train_throughput(jit_compile: bool, steps_per_execution: int, steps: int) -> dict:
+    """Training images/s of the default model, after compilation and warm-up."""
+    import keras
+
+    from locmnist.config import preset
+    from locmnist.data import load_mnist
+    from locmnist.model import build_model, compile_model
+    from locmnist.training import make_dataset
+
+    cfg = preset("default", jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+    mnist = load_mnist()
+    model = compile_model(build_model(cfg), cfg, cfg.learning_rate)
+    ds = make_dataset(mnist.x_train[:20000], mnist.y_train[:20000], cfg)
+    warm = 2 * steps_per_execution
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=warm, epochs=1, verbose=0)
+    first_s = time.perf_counter() - start
+    timed_steps = max(steps_per_execution, steps // steps_per_execution * steps_per_execution)
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            self.seconds = time.perf_counter() - self.t0
+
+    clock = Clock()
+    model.fit(ds, steps_per_epoch=timed_steps, epochs=1, verbose=0, callbacks=[clock])
+    return {"jit_compile": jit_compile, "steps_per_execution": steps_per_execution,
+            "steps": timed_steps, "batch_size": cfg.batch_size,
+            "images_per_s": round(timed_steps * cfg.batch_size / clock.seconds, 1),
+            "warmup_s": round(first_s, 2)}
+
+
+PROBES = {"train_curve": train_curve, "latency": latency, "synthesis": synthesis,
+          "predict_memory": predict_memory, "train_throughput": train_throughput}
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    probe, params = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
+    result = PROBES[probe](**params)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

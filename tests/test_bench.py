@@ -1,0 +1,116 @@
+"""``python -m locmnist bench`` in a tiny configuration: the report's schema, and
+that its numbers are measurements (consistent with each other), not constants."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+BUDGET_S = 8
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    from locmnist.config import preset
+    from locmnist.model import build_model
+
+    model_path = tmp / "small.keras"  # latency and memory need a model, not a trained one
+    build_model(preset("quick", widths=(4, 8, 8, 8), dense_units=16)).save(model_path)
+    out = tmp / "bench.json"
+    cmd = [sys.executable, "-m", "locmnist", "bench", "--json", "--presets", "quick",
+           "--budget", str(BUDGET_S), "--eval-limit", "200", "--eval-splits", "standard,seed",
+           "--latency-runs", "20", "--synthesis-seconds", "0.3", "--model", str(model_path),
+           "--out", str(out)]
+    for o in ("train_digits=512", "val_digits=128", "widths=4,8,8,8", "dense_units=16",
+              "epochs=3"):
+        cmd += ["--override", o]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == printed  # --out holds the same report
+    return printed
+
+
+def test_device_and_settings(report):
+    dev = report["device"]
+    assert dev["cpu_cores"] >= 1 and isinstance(dev["gpus"], list) and dev["tensorflow"]
+    s = report["settings"]
+    assert s["presets"] == ["quick"] and s["budget_s"] == BUDGET_S
+    assert s["overrides"]["widths"] == [4, 8, 8, 8] and s["overrides"]["train_digits"] == 512
+
+
+def test_training_curve_is_measured(report):
+    run = report["training"]["quick"]
+    assert "error" not in run, run
+    curve = run["curve"]
+    assert run["epochs_done"] == len(curve) >= 1 and run["eval_n"] == {"standard": 200, "seed": 200}
+    times = [p["train_s"] for p in curve]
+    assert times == sorted(times) and times[0] > 0
+    # Stopped by the budget (first batch past it) or by running out of epochs.
+    assert run["stopped_by_budget"] or len(curve) == 3
+    assert times[-1] < BUDGET_S + 30
+    for p in curve:
+        for split in ("standard", "seed"):
+            m = p[split]
+            assert 0 <= m["accuracy"] <= 1 and 0 <= m["iou_ge_0.6"] <= m["iou_ge_0.5"] <= 1
+            assert m["accuracy"] * 200 == pytest.approx(round(m["accuracy"] * 200))  # n = 200
+    # Evaluation time is reported and excluded from the training clock.
+    assert run["eval_s_total"] > 0
+    assert run["process_wall_s"] > times[-1] + run["eval_s_total"]
+    assert 100 < run["peak_rss_mb"] < 16_000
+
+
+def test_summary_is_derived_from_the_curve(report):
+    curve = report["training"]["quick"]["curve"]
+    s = report["summary"]["training"]["quick"]
+    for split in ("standard", "seed"):
+        for acc, hit in s["time_to_accuracy"][split].items():
+            expected = next((p for p in curve if p[split]["accuracy"] >= float(acc)), None)
+            assert (hit is None) == (expected is None)
+            if hit:
+                assert hit["train_s"] == expected["train_s"]
+        within = s["at_budget"][split]["60"]
+        last = [p for p in curve if p["train_s"] <= 60][-1]
+        assert within["epoch"] == last["epoch"] and within["accuracy"] == last[split]["accuracy"]
+    targets = {t["target"]: t for t in report["summary"]["targets"]}
+    quick = targets["quick: within 60 s"]
+    assert quick["met"] == (quick["value"]["accuracy"] >= 0.98
+                            and quick["value"]["iou_ge_0.5"] >= 0.95)
+    p50 = targets["Predictor.predict p50"]
+    assert p50["met"] == (p50["value"] <= 5)
+
+
+def test_latency_is_measured(report):
+    lat = report["latency"]
+    assert "error" not in lat, lat
+    for who in ("ours", "reference_cnn"):
+        for name in ("predictor_predict", "predictor_forward_only", "model_predict",
+                     "eager_call", "tflite_predict", "tflite_forward_only"):
+            t = lat[who][name]
+            assert 0 < t["p50_ms"] <= t["p95_ms"] < 10_000, (who, name, t)
+        # model.predict builds a data pipeline per call: it is the slowest path.
+        assert lat[who]["model_predict"]["p50_ms"] > lat[who]["predictor_forward_only"]["p50_ms"]
+
+
+def test_throughput_and_memory_are_measured(report):
+    one, every = report["synthesis"]["one_core"], report["synthesis"]["all_cores"]
+    assert one["cpus"] == 1 and every["cpus"] >= 1
+    for run in (one, every):
+        for data in ("standard", "seed"):
+            assert 100 < run[data]["direct_canvases_per_s"] < 10_000_000
+            assert 100 < run[data]["pipeline_canvases_per_s"] < 10_000_000
+    mem = report["predict_memory"]
+    assert mem["images"] == 200 and 100 < mem["peak_rss_mb"] < 16_000
+
+
+def test_bad_override_is_one_clear_line():
+    proc = subprocess.run([sys.executable, "-m", "locmnist", "bench", "--override", "nonsense"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 2
+    assert "KEY=VALUE" in proc.stderr and "Traceback" not in proc.stderr
