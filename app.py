@@ -1,10 +1,12 @@
 """locmnist: find and read a handwritten digit. Run with ``streamlit run app.py``.
 
-A thin entry point: each page's logic lives in ``pages/`` as a function.
+A thin entry point: each page's logic lives in ``app_pages/`` as a function. The folder
+is not called ``pages/``: Streamlit would also serve every file there as a page of its own,
+and a fresh server opened at /train would show that blank script instead.
 """
 import streamlit as st
 
-from pages import evaluate, history, predict, train
+from app_pages import evaluate, history, predict, train
 
 st.set_page_config(page_title="locmnist", page_icon="🔢", layout="wide")
 page = st.navigation([

@@ -4,6 +4,7 @@ Pages import this as ``import ui``. Nothing here runs at import time.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import tempfile
@@ -101,10 +102,11 @@ def model_options() -> dict[str, str]:
     return options
 
 
-def model_picker(key: str):
-    """Pick a model (shared across pages); returns its Predictor, or None after an error."""
-    from locmnist.model_files import InvalidModel
+def model_picker(key: str) -> Path | None:
+    """Pick a model (the choice is shared across pages); returns its path, or None.
 
+    Loading waits for the first prediction (``load_predictor``), so the page shows at once.
+    """
     options = model_options()
     current = str(active_model())
     if current not in options and Path(current).exists():
@@ -114,17 +116,24 @@ def model_picker(key: str):
     choice = st.selectbox("Model", keys, index=keys.index(current) if current in keys else 0,
                           format_func=labels.get, key=f"{key}_model")
     if choice == UPLOAD_OPTION:
-        choice = _uploaded_model(key)
-        if choice is None:
-            return None
-    elif choice != current:
+        return _uploaded_model(key)
+    if choice != current:
         use_model(Path(choice))
     if not Path(choice).exists():
         st.warning("No model yet: train one on the **Train** page, upload a .keras file, "
                    f"or ship `{default_model_path()}`.")
         return None
+    return Path(choice)
+
+
+def load_predictor(path: Path | None):
+    """The Predictor for a picked model, or None after showing why it cannot be used."""
+    from locmnist.model_files import InvalidModel
+
+    if path is None:
+        return None
     try:
-        return get_predictor(Path(choice))
+        return get_predictor(path)
     except InvalidModel as e:
         st.error(str(e))
         return None
@@ -156,7 +165,7 @@ def _uploaded_model(key: str) -> str | None:
         return None
     st.session_state.setdefault(UPLOADED_MODELS, {})[path] = f.name
     use_model(Path(path))
-    return path
+    return Path(path)
 
 
 # --- pictures --------------------------------------------------------------------
@@ -172,16 +181,23 @@ def on_white(image):
     return image.convert("RGB")
 
 
-def overlay(image, box_normalized, label: str | None, width: int = 280, true_box=None):
-    """``image`` resized to ``width`` with the predicted box (red; a user's box green)."""
-    from PIL import Image
+def framed(image, width: int | None = None):
+    """``image`` (resized to ``width``) with a thin grey frame: white pictures need an edge."""
+    from PIL import Image, ImageDraw
 
+    img = image.convert("RGB")
+    if width:
+        img = img.resize((width, max(1, round(img.height * width / img.width))), Image.LANCZOS)
+    ImageDraw.Draw(img).rectangle([0, 0, img.width - 1, img.height - 1], outline=(190, 190, 190))
+    return img
+
+
+def overlay(image, box_normalized, width: int = 280, true_box=None):
+    """``image`` resized to ``width`` with the predicted box (red; a user's box green)."""
     from locmnist.boxes import draw_boxes
 
-    img = on_white(image)
-    height = max(1, round(img.height * width / img.width))
-    img = img.resize((width, height), Image.LANCZOS)
-    return draw_boxes(img, predicted=box_normalized, true=true_box, label=label)
+    return framed(draw_boxes(framed(on_white(image), width), predicted=box_normalized,
+                             true=true_box))
 
 
 def model_view(prediction, scale: int = 4):
@@ -189,7 +205,7 @@ def model_view(prediction, scale: int = 4):
     from locmnist.boxes import draw_boxes
 
     ink = 1.0 - prediction.model_input  # show ink dark on white, as drawn
-    return draw_boxes(ink, predicted=prediction.model_box, scale=scale)
+    return framed(draw_boxes(ink, predicted=prediction.model_box, scale=scale))
 
 
 # --- charts ----------------------------------------------------------------------
@@ -200,10 +216,11 @@ def probability_chart(probabilities, key: str):
     probs = np.asarray(probabilities, dtype=float)
     colors = ["#EF553B" if i == int(probs.argmax()) and probs.max() > 0 else "#8FA8C8"
               for i in range(10)]
-    fig = go.Figure(go.Bar(x=[str(d) for d in range(10)], y=probs, marker_color=colors,
+    fig = go.Figure(go.Bar(x=list(range(10)), y=probs, marker_color=colors,
                            hovertemplate="digit %{x}: %{y:.1%}<extra></extra>"))
     fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title="Probabilities",
-                      yaxis=dict(range=[0, 1], tickformat=".0%"), xaxis_title="digit")
+                      yaxis=dict(range=[0, 1], tickformat=".0%"),
+                      xaxis=dict(title="digit", dtick=1))
     st.plotly_chart(fig, width="stretch", key=key)
 
 
@@ -212,9 +229,11 @@ def curves_figure(histories: dict[str, dict], metric: str, title: str):
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    longest = 1
     for i, (name, h) in enumerate(histories.items()):
         color = PALETTE[i % len(PALETTE)]
         epochs = h.get("epoch") or list(range(1, len(h.get(metric, [])) + 1))
+        longest = max(longest, len(epochs))
         for prefix, dash, part in (("", "solid", "train"), ("val_", "dash", "val")):
             ys = h.get(prefix + metric)
             if ys:
@@ -222,7 +241,8 @@ def curves_figure(histories: dict[str, dict], metric: str, title: str):
                                          name=f"{name} {part}" if len(histories) > 1 else part,
                                          line=dict(color=color, dash=dash)))
     fig.update_layout(title=title, height=280, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis_title="epoch", legend=dict(orientation="h", y=-0.3))
+                      xaxis=dict(title="epoch", dtick=max(1, math.ceil(longest / 12))),
+                      legend=dict(orientation="h", y=-0.3))
     return fig
 
 

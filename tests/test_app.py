@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `import ui` and `pages` live at the repo root
+if str(REPO) not in sys.path:  # `import ui` and `app_pages` live at the repo root
     sys.path.insert(0, str(REPO))
 
 TIMEOUT = 120  # the first run of a page may import TensorFlow and load a model
@@ -31,7 +31,7 @@ def _page(repo: str, name: str) -> None:
     import sys
 
     sys.path.insert(0, repo)
-    importlib.import_module(f"pages.{name}").render()
+    importlib.import_module(f"app_pages.{name}").render()
 
 
 def page(name: str) -> AppTest:

@@ -26,7 +26,7 @@ def render() -> None:
     st.title("Evaluate")
     st.caption("Score a model on the fixed test split: 10,000 canvases made from the MNIST "
                "test digits, the same for every model.")
-    predictor = ui.model_picker("evaluate")
+    predictor = ui.load_predictor(ui.model_picker("evaluate"))
     if predictor is None:
         return
     n = st.select_slider("Test canvases", SIZES, value=1000, key="evaluate_n",

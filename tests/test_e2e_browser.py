@@ -1,0 +1,230 @@
+"""End to end: `streamlit run app.py` on a free port, driven by Debian's Chromium.
+
+Draws a 7 with mouse strokes, trains a tiny model from the Train page while
+switching pages, and compares runs on History. Screenshots go to
+$LOCMNIST_SCREENSHOTS (scripts/screenshots.py points it at docs/) or a temp dir.
+Run alone with ``pytest -m e2e``.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+# A training that finishes in well under a minute on 2 cores; screenshots.py makes it longer.
+TINY_RUN = {"epochs": 2, "train_digits": 512, "batch_size": 64, "time_limit_s": 0}
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium "
+                                                                 "(apt-get install chromium)")]
+
+
+def model_path() -> Path:
+    sys.path.insert(0, str(REPO))
+    from locmnist.inference import DEFAULT_MODEL, ENV_MODEL
+
+    return Path(os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not healthy after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    d = Path(os.environ.get("LOCMNIST_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    d.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots in {d}")
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    port = free_port()
+    env = {**os.environ, "LOCMNIST_RUNS": str(runs), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "LOCMNIST_TRAIN_OVERRIDES": os.environ.get("LOCMNIST_TRAIN_OVERRIDES")
+           or json.dumps(TINY_RUN)}
+    log = open(runs / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
+                             "--server.port", str(port), "--server.headless", "true",
+                             "--server.address", "127.0.0.1"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield {"url": url, "runs": runs}
+    finally:
+        sys.path.insert(0, str(REPO))
+        from locmnist import jobs
+
+        for run in jobs.list_runs(runs):  # never leave a trainer behind
+            if run.live:
+                jobs.cancel(run.dir, grace_s=5)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, shots, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    try:
+        yield pg
+    finally:  # what the browser showed last: the first thing to look at after a failure
+        pg.screenshot(path=str(shots / f"last-{request.node.name}.png"))
+        context.close()
+
+
+def stroke(page, canvas, points) -> None:
+    """One mouse stroke through ``points`` (canvas pixels)."""
+    box = canvas.bounding_box()
+    x0, y0 = box["x"], box["y"]
+    page.mouse.move(x0 + points[0][0], y0 + points[0][1])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x0 + x, y0 + y, steps=12)
+    page.mouse.up()
+
+
+def metric_value(page, label: str):
+    """The value of the st.metric labelled ``label``, once it shows a digit."""
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return metric.locator('[data-testid="stMetricValue"]')
+
+
+def wait_plotly(page, count: int) -> None:
+    page.wait_for_function(
+        f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {count}")
+
+
+def test_draw_a_seven_and_see_seven_with_its_box(server, page, shots):
+    if not model_path().exists():
+        pytest.skip("the shipped model models/default.keras is missing")
+    opened = time.monotonic()
+    page.goto(server["url"])
+    # The canvas lives in the component's shadow root; Playwright's CSS pierces it.
+    canvas = page.locator(".st-key-predict_canvas canvas").last
+    canvas.wait_for()
+    stroke(page, canvas, [(70, 60), (210, 60), (120, 235)])  # a 7: top bar, then the stem
+    value = metric_value(page, "Predicted digit")
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stMetricValue"]')]
+                              .some(e => /^\\d$/.test(e.innerText.trim()))""", timeout=90_000)
+    first_s = time.monotonic() - opened
+    assert value.inner_text().strip() == "7"
+    overlay = page.locator('[data-testid="stImage"]').filter(has_text="predicted box in red")
+    overlay.locator("img").wait_for()
+    assert overlay.locator("img").evaluate("i => i.naturalWidth") == 280
+    wait_plotly(page, 1)
+
+    # A warm model: the next stroke (a serif on the 7's stem) must come back fast.
+    before = page.locator('[data-testid="stImage"] img').first.get_attribute("src")
+    started = time.monotonic()
+    stroke(page, canvas, [(100, 235), (140, 235)])
+    page.wait_for_function(
+        """src => { const i = document.querySelector('[data-testid="stImage"] img');
+                   return i && i.getAttribute('src') !== src; }""", arg=before)
+    warm_s = time.monotonic() - started
+    assert value.inner_text().strip() == "7"
+    print(f"first prediction {first_s:.1f} s after opening (model load included); "
+          f"next stroke {warm_s:.2f} s")
+    assert warm_s < 2.0
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / "predict.png"))
+
+    # The user's own box, dragged in rect mode, is compared with the prediction.
+    page.get_by_text("Drag my own box").click()
+    page.wait_for_timeout(1500)
+    stroke(page, canvas, [(55, 45), (225, 250)])
+    iou = metric_value(page, "IoU with your box")
+    iou.wait_for()
+    assert 0.5 < float(iou.inner_text()) <= 1.0
+    assert value.inner_text().strip() == "7"  # the green box is not read as ink
+    page.screenshot(path=str(shots / "predict-box.png"))
+
+
+def test_train_while_switching_pages_then_compare_in_history(server, page, shots):
+    url = server["url"]
+    page.goto(f"{url}/train")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Started run").wait_for()
+    run_id = page.get_by_text("Started run").inner_text().split()[-1].rstrip(".")
+
+    # Leave the page mid-run and come back: the run goes on and is shown again.
+    page.get_by_role("link", name="History").click()
+    page.get_by_role("heading", name="History").wait_for()
+    page.get_by_role("link", name="Train").click()
+    page.get_by_text(f"Run {run_id}").first.wait_for()
+    page.get_by_text("Epoch").or_(page.get_by_text("Starting")).first.wait_for()
+    try:  # live curves, if an epoch ends before the run does
+        wait_plotly(page, 4)
+        page.screenshot(path=str(shots / "train.png"), full_page=True)
+    except Exception:
+        pass
+    page.get_by_role("heading", name=f"Run {run_id}: completed").wait_for(timeout=180_000)
+    page.get_by_text("Test accuracy").wait_for()
+    page.get_by_role("button", name="Use this model").click()
+    page.get_by_text("now use this model").wait_for()
+    page.screenshot(path=str(shots / "train-done.png"), full_page=True)
+    history = json.loads((server["runs"] / run_id / "history.json").read_text())
+    assert history["epoch"] == list(range(1, len(history["epoch"]) + 1))
+
+    page.get_by_role("link", name="History").click()
+    page.get_by_role("heading", name="History").wait_for()
+    runs = page.locator(".st-key-history_runs")
+    if "Shipped default" in runs.inner_text():  # add the new run to compare with it
+        runs.locator("input").click()
+        page.get_by_role("option", name=run_id).click()
+        page.keyboard.press("Escape")
+    page.get_by_text(run_id).first.wait_for()
+    wait_plotly(page, 4)
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(shots / "history.png"), full_page=True)
+    assert page.get_by_role("button", name="History (CSV)").count() >= 1
+
+    # The Predict page now uses the new model.
+    page.get_by_role("link", name="Predict").click()
+    page.locator(".st-key-predict_model").filter(has_text=run_id).wait_for()
