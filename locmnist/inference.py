@@ -53,11 +53,11 @@ class Predictor:
 
         # One graph for every batch size: calls never retrace, so concurrent callers
         # only ever run the same finished graph (TF executes it thread-safely).
-        @tf.function(input_signature=[tf.TensorSpec([None, 75, 75, 1], tf.float32)])
-        def forward(x):
-            out = model(x, training=False)  # a dict (named outputs) or a list
-            return out[cls_key], out[box_key]
-
+        # Wrapping the model object itself (not a closure) gives each Predictor its
+        # own tracing statistics: loading several models raises no retracing warning.
+        forward = tf.function(model, input_signature=[tf.TensorSpec([None, 75, 75, 1],
+                                                                    tf.float32)])
+        self._keys = (cls_key, box_key)
         self._forward = forward
         forward(tf.zeros([1, 75, 75, 1]))  # trace now, not in a user's first request
 
@@ -77,7 +77,8 @@ class Predictor:
     def predict_canvas(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs, boxes)."""
         x = np.asarray(canvases, dtype=np.float32).reshape(-1, 75, 75, 1)
-        probs, boxes = self._forward(x)
+        out = self._forward(x)  # a dict (named outputs) or a list, as the model returns
+        probs, boxes = out[self._keys[0]], out[self._keys[1]]
         return probs.numpy(), boxes.numpy()
 
     def predict(self, image) -> Prediction:

@@ -1,0 +1,252 @@
+"""Measure the reliability figures for the README and print them as a markdown table.
+
+    python scripts/reliability_report.py            # everything, ~2-4 min on 2 cores
+    python scripts/reliability_report.py --no-training
+
+It runs the same corpora and campaigns as the tests (tests/test_hostile_inputs.py,
+test_model_files.py, test_training_faults.py, test_concurrency.py) against the
+model that ``Predictor.load()`` picks ($LOCMNIST_MODEL or models/default.keras).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def image_inputs(predictor, trained: bool) -> list[str]:
+    from test_hostile_inputs import CORPUS, judge, outcome
+
+    kinds = {"digit": 0, "blank": 0, "invalid": 0}
+    wrong, crashes = [], 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for case in CORPUS:
+            data, page = case.build()
+            try:
+                kind, result = outcome(predictor, data)
+            except Exception as e:  # anything but InvalidImage escaping is a failure
+                crashes += 1
+                wrong.append(f"{case.name}: {type(e).__name__}: {e}")
+                continue
+            kinds[kind] += 1
+            problem = judge(case, kind, result, page, check_accuracy=trained)
+            if problem:
+                wrong.append(f"{case.name}: {problem}")
+    ok = len(CORPUS) - len(wrong)
+    row = (f"| Image inputs (`Predictor.predict`) | {len(CORPUS)} input classes: empty, "
+           f"text/HTML/SVG renamed, truncated, corrupted, random bytes, pixel and text bombs, "
+           f"1x1, strips, 5000x5000, 16-bit, CMYK, palette, alpha-only ink, animated GIF, "
+           f"TIFF/BMP/WebP, EXIF-rotated | {ok}/{len(CORPUS)} as expected: "
+           f"{kinds['digit']} right digit and box, {kinds['blank']} \"no digit\", "
+           f"{kinds['invalid']} clear `InvalidImage`; {crashes} other exceptions, "
+           f"{len(caught)} warnings |")
+    return [row] + [f"|   failed: {w} | | |" for w in wrong]
+
+
+def cli_inputs(predictor, tmp: Path) -> list[str]:
+    from test_hostile_inputs import CORPUS, outcome
+
+    files, library = [], []
+    for i, case in enumerate(CORPUS):
+        f = tmp / f"input{i:02d}{case.suffix}"
+        data = case.build()[0]
+        f.write_bytes(data)
+        files.append(str(f))
+        kind, result = outcome(predictor, data)
+        library.append("error" if kind == "invalid" else result.label)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "locmnist", "predict", "--json", *files],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    seconds = time.perf_counter() - t0
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.strip().startswith("{")]
+    errors = sum(1 for r in lines if "error" in r)
+    same = sum(1 for r, lib in zip(lines, library)
+               if ("error" if "error" in r else r.get("label")) == lib)
+    tracebacks = (proc.stdout + proc.stderr).count("Traceback")
+    return [f"| CLI `predict --json` | the same {len(files)} files in one call | "
+            f"{len(lines)} JSON lines, {errors} of them `{{\"error\": ...}}`, "
+            f"{same}/{len(files)} identical to the library's outcome; exit code "
+            f"{proc.returncode}, {tracebacks} tracebacks, {seconds:.0f} s |"]
+
+
+def model_files(tmp: Path) -> list[str]:
+    import keras
+    from test_model_files import _Exploit, reference_list_model, with_lambda
+
+    from locmnist.config import preset
+    from locmnist.inference import Predictor
+    from locmnist.model import build_model
+    from locmnist.model_files import InvalidModel
+
+    legit, hostile = [], []
+    tiny = dict(widths=(4, 8, 8, 8), dense_units=16)
+    for suffix in (".keras", ".h5"):
+        for name, model in (("seed", build_model(preset("quick", arch="seed", **tiny))),
+                            ("default", build_model(preset("quick", **tiny))),
+                            ("list", reference_list_model())):
+            path = tmp / f"{name}{suffix}"
+            model.save(path)
+            legit.append(path)
+        for name, model in (("lambda", with_lambda(tmp / "code-ran")),
+                            ("shape28", reference_list_model((28, 28, 1))),
+                            ("oneoutput", reference_list_model(n_outputs=1))):
+            path = tmp / f"{name}{suffix}"
+            model.save(path)
+            hostile.append(path)
+        for name, content in (("empty", b""), ("garbage", b"junk" * 100),
+                              ("pickle", pickle.dumps(_Exploit(str(tmp / "unpickled"))))):
+            path = tmp / f"{name}{suffix}"
+            path.write_bytes(content)
+            hostile.append(path)
+    loaded = sum(1 for p in legit if Predictor.load(p).predict_canvas(
+        keras.ops.zeros((1, 75, 75, 1)))[0].shape == (1, 10))
+    refused = 0
+    for p in hostile:
+        try:
+            Predictor.load(p)
+        except InvalidModel:
+            refused += 1
+    ran = (tmp / "code-ran").exists() or (tmp / "unpickled").exists()
+    return [f"| Model files (`Predictor.load`) | {len(legit)} legit (seed CNN, ours, "
+            f"list outputs; .keras and .h5), {len(hostile)} hostile (Lambda code, pickle, "
+            f"empty, garbage, wrong input, wrong outputs) | {loaded}/{len(legit)} load and "
+            f"predict; {refused}/{len(hostile)} refused with `InvalidModel`; "
+            f"user code executed: {'YES' if ran else 'never'} |"]
+
+
+def training_faults(tmp: Path) -> list[str]:
+    from test_training_faults import (TINY_TRAIN, _state, check_killed_run, kill_campaign,
+                                      make_finished_run, start_train, tree_hashes)
+
+    finished = make_finished_run(tmp / "finished")
+    models = tmp / "models"
+    models.mkdir()
+    shutil.copy(finished / "model.keras", models / "default.keras")
+    before = tree_hashes(finished), tree_hashes(models)
+    jobs = kill_campaign(tmp, seed=int(time.time()))
+    intact = (tree_hashes(finished), tree_hashes(models)) == before
+    delivered = [j for j in jobs if not j["finished_first"]]
+    survived = [j for j in delivered if not j["problems"]]
+    strays = sum(j["stray_temp_files"] for j in jobs)
+    moments = ", ".join(f"{j['moment']} ({j['killed_after_s']} s)" for j in delivered)
+    rows = [f"| SIGKILL during `python -m locmnist train` | {len(delivered)} kills: {moments} | "
+            f"{len(survived)}/{len(delivered)} runs readable afterwards (valid JSON, model "
+            f"absent or loadable, shown as incomplete); finished run and models/ file "
+            f"{'byte-identical' if intact else 'CHANGED'}; {strays} stray temp files |"]
+    for j in delivered:
+        if j["problems"]:
+            rows.append(f"|   {j['moment']}: {'; '.join(j['problems'])} | | |")
+
+    out = tmp / "sigterm"
+    proc = start_train(out, TINY_TRAIN)
+    deadline = time.monotonic() + 300
+    while _state(out).get("step", 0) < 1 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    stop_s = time.monotonic() - t0
+    clean = not check_killed_run(out, expected_state="cancelled")
+    rows.append(f"| SIGTERM (Cancel) | quick preset, mid-epoch | stopped in {stop_s:.1f} s, "
+                f"status `{_state(out).get('state')}`, exit {proc.returncode}, run "
+                f"{'readable' if clean else 'DAMAGED'} |")
+
+    blocker = tmp / "a-file"
+    blocker.write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "locmnist", "train", *TINY_TRAIN, "--out",
+                           str(blocker / "run")], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    msg = (proc.stderr.strip().splitlines() or [""])[-1]
+    rows.append(f"| Unwritable run directory | `--out <file>/run` | exit {proc.returncode}, "
+                f"{'no traceback' if 'Traceback' not in proc.stderr else 'TRACEBACK'}: "
+                f"`{msg[:90]}` |")
+    return rows
+
+
+def concurrency(predictor, tmp: Path) -> list[str]:
+    from test_concurrency import THREADS, concurrent_predictions, corpus_inputs
+
+    rows = []
+    for threads in (THREADS, 32):
+        r = concurrent_predictions(predictor, corpus_inputs(), threads=threads)
+        rows.append(f"| Concurrent predictions, one shared `Predictor` | {threads} threads, "
+                    f"{r['calls']} calls (good, blank and invalid inputs) | "
+                    f"{len(r['errors'])} errors, {len(r['mismatches'])} answers differing from "
+                    f"serial, {r['calls'] / r['seconds']:.0f} predictions/s |")
+    try:
+        from locmnist import jobs
+    except ImportError:
+        return rows
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp / "runs"
+    barrier = threading.Barrier(THREADS)
+
+    def click(_):
+        barrier.wait()
+        try:
+            return jobs.start_training("quick", root=root, epochs=1, train_digits=512,
+                                       batch_size=64)
+        except jobs.TrainingBusy as e:
+            return e
+
+    os.environ.pop("LOCMNIST_TRAIN_OVERRIDES", None)
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = list(pool.map(click, range(THREADS)))
+    started = [r for r in results if isinstance(r, str)]
+    for run_id in started:
+        jobs.cancel(root / run_id, grace_s=10)
+        pid = (jobs.read_json(root / run_id / jobs.JOB_NAME) or {}).get("pid")
+        deadline = time.monotonic() + 30
+        while jobs.pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    busy = sum(isinstance(r, jobs.TrainingBusy) for r in results)
+    rows.append(f"| Simultaneous Start clicks (`jobs.start_training`) | {THREADS} at once | "
+                f"{len(started)} training started, {busy} told one is running |")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-training", action="store_true", help="skip the kill/cancel runs")
+    args = ap.parse_args()
+    from test_hostile_inputs import load_predictor
+
+    predictor, trained = load_predictor()
+    rows = ["| Check | Tried | Outcome |", "|---|---|---|"]
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for name, section in (("inputs", lambda: image_inputs(predictor, trained)),
+                              ("cli", lambda: cli_inputs(predictor, tmp)),
+                              ("models", lambda: model_files(tmp / "models-check")),
+                              ("concurrency", lambda: concurrency(predictor, tmp)),
+                              ("training", lambda: training_faults(tmp / "faults"))):
+            if name == "training" and args.no_training:
+                continue
+            (tmp / "models-check").mkdir(exist_ok=True)
+            (tmp / "faults").mkdir(exist_ok=True)
+            print(f"... {name}", file=sys.stderr, flush=True)
+            rows += section()
+    if not trained:
+        rows.append("| (no trained model found: digit labels were not checked) | | |")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
