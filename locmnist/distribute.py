@@ -3,10 +3,13 @@
 * ``default``: one device (TensorFlow's default strategy; what training always did);
 * ``mirrored``: synchronous data parallelism over the GPUs of this machine
   (over its logical CPUs when it has no GPU, which is how the tests run it);
-* ``multiworker``: synchronous data parallelism over several machines, each
-  started with its own ``TF_CONFIG`` (see the README, "Training on more machines");
-* ``auto``: multiworker when ``TF_CONFIG`` names more than one worker, else
-  mirrored when there are several GPUs, else default.
+* ``multiworker``: several machines through ``TF_CONFIG`` -- refused, with the
+  reason: Keras 3's ``model.fit`` cannot run ``MultiWorkerMirroredStrategy``
+  (keras-team/keras#20585; reproduced with Keras 3.15 / TF 2.21 by
+  ``tests/test_distribute.py``, which will fail once that is fixed);
+* ``auto``: mirrored when there are several GPUs, else default (and the same
+  refusal when ``TF_CONFIG`` names several workers, rather than silently
+  training alone).
 
 ``cfg.batch_size`` is the batch *per replica*: the global batch is
 ``batch_size * num_replicas_in_sync``, so each device keeps the batch it was
@@ -43,20 +46,24 @@ def make_strategy(name: str = "auto"):
         gpus = tf.config.list_logical_devices("GPU")
         name = ("multiworker" if tf_config_workers() > 1
                 else "mirrored" if len(gpus) > 1 else "default")
+    if name == "multiworker":
+        import keras
+
+        raise ValueError(f"training on several machines is not available: Keras "
+                         f"{keras.__version__}'s model.fit fails under MultiWorkerMirroredStrategy "
+                         f"(keras-team/keras#20585); use --strategy mirrored for the GPUs of "
+                         f"one machine")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if tf_config_workers() == 0:
-        raise ValueError("--strategy multiworker needs TF_CONFIG (the cluster and this "
-                         "worker's index); see 'Training on more machines' in the README")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    raise AssertionError(name)  # every name is handled above
 
 
 def shard(dataset):
     """Shard by data, not by file: the training dataset is generated in memory,
-    so each worker takes every n-th batch of the same seeded stream."""
+    so with several input workers each keeps its share of the same seeded stream."""
     import tensorflow as tf
 
     options = tf.data.Options()
