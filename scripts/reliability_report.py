@@ -129,50 +129,44 @@ def model_files(tmp: Path) -> list[str]:
 
 
 def training_faults(tmp: Path) -> list[str]:
-    from test_training_faults import (TINY_TRAIN, _state, check_killed_run, kill_campaign,
-                                      make_finished_run, start_train, tree_hashes)
+    from test_training_faults import (_state, kill_campaign, make_finished_run, start_train,
+                                      tree_hashes)
 
     finished = make_finished_run(tmp / "finished")
     models = tmp / "models"
     models.mkdir()
     shutil.copy(finished / "model.keras", models / "default.keras")
     before = tree_hashes(finished), tree_hashes(models)
-    jobs = kill_campaign(tmp, seed=int(time.time()))
-    intact = (tree_hashes(finished), tree_hashes(models)) == before
-    delivered = [j for j in jobs if not j["finished_first"]]
-    survived = [j for j in delivered if not j["problems"]]
-    strays = sum(j["stray_temp_files"] for j in jobs)
-    moments = ", ".join(f"{j['moment']} ({j['killed_after_s']} s)" for j in delivered)
-    rows = [f"| SIGKILL during `python -m locmnist train` | {len(delivered)} kills: {moments} | "
-            f"{len(survived)}/{len(delivered)} runs readable afterwards (valid JSON, model "
-            f"absent or loadable, shown as incomplete); finished run and models/ file "
-            f"{'byte-identical' if intact else 'CHANGED'}; {strays} stray temp files |"]
-    for j in delivered:
-        if j["problems"]:
-            rows.append(f"|   {j['moment']}: {'; '.join(j['problems'])} | | |")
-
-    out = tmp / "sigterm"
-    proc = start_train(out, TINY_TRAIN)
-    deadline = time.monotonic() + 300
-    while _state(out).get("step", 0) < 1 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    stop_s = time.monotonic() - t0
-    clean = not check_killed_run(out, expected_state="cancelled")
-    rows.append(f"| SIGTERM (Cancel) | quick preset, mid-epoch | stopped in {stop_s:.1f} s, "
-                f"status `{_state(out).get('state')}`, exit {proc.returncode}, run "
-                f"{'readable' if clean else 'DAMAGED'} |")
-
     blocker = tmp / "a-file"
     blocker.write_text("x")
-    proc = subprocess.run([sys.executable, "-m", "locmnist", "train", *TINY_TRAIN, "--out",
-                           str(blocker / "run")], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
-    msg = (proc.stderr.strip().splitlines() or [""])[-1]
-    rows.append(f"| Unwritable run directory | `--out <file>/run` | exit {proc.returncode}, "
-                f"{'no traceback' if 'Traceback' not in proc.stderr else 'TRACEBACK'}: "
+    unwritable = start_train(blocker / "run")
+    jobs = kill_campaign(tmp, seed=int(time.time()))
+    intact = (tree_hashes(finished), tree_hashes(models)) == before
+
+    kills = [j for j in jobs if j["signal"] == signal.SIGKILL and not j["finished_first"]]
+    survived = [j for j in kills if not j["problems"]]
+    strays = sum(j["stray_temp_files"] for j in kills)
+    moments = ", ".join(f"{j['moment']} ({j['signalled_after_s']} s)" for j in kills)
+    rows = [f"| SIGKILL during `python -m locmnist train` | {len(kills)} kills, 5 processes "
+            f"side by side: {moments} | {len(survived)}/{len(kills)} runs readable afterwards "
+            f"(valid JSON, model absent or loadable, shown as incomplete); finished run and "
+            f"models/ file {'byte-identical' if intact else 'CHANGED'}; {strays} stray temp "
+            f"files |"]
+    rows += [f"|   {j['moment']}: {'; '.join(j['problems'])} | | |" for j in kills if j["problems"]]
+
+    for j in jobs:
+        if j["signal"] != signal.SIGTERM:
+            continue
+        stop = "did not stop" if j["stop_s"] is None else f"stopped in {j['stop_s']:.1f} s"
+        rows.append(f"| SIGTERM (Cancel) | quick preset, mid-epoch | {stop}, status "
+                    f"`{_state(j['dir']).get('state')}`, exit {j['returncode']}, run "
+                    f"{'readable' if not j['problems'] else '; '.join(j['problems'])} |")
+
+    out, err = unwritable.communicate(timeout=300)
+    msg = (err.strip().splitlines() or [""])[-1]
+    rows.append(f"| Unwritable run directory | `--out <file>/run` | exit "
+                f"{unwritable.returncode}, "
+                f"{'no traceback' if 'Traceback' not in out + err else 'TRACEBACK'}: "
                 f"`{msg[:90]}` |")
     return rows
 

@@ -6,7 +6,6 @@ with numpy rather than element by element, which keeps examples varied and fast.
 """
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 

@@ -31,13 +31,16 @@ TINY_TRAIN = ["--preset", "quick", "--epochs", "3", "--train-digits", "512",
 # epoch ends and model writes in seconds; 20 epochs so none finishes first.
 KILL_TRAIN = ["--preset", "seed", "--epochs", "20", "--train-digits", "512",
               "--batch-size", "64", "--no-progress"]
-# When each of the 5 kills lands: a condition on the run directory, then a random delay.
-KILL_MOMENTS = [
-    ("during start-up", lambda d: True, 3.0),
-    ("config written", lambda d: (d / "config.json").exists(), 1.0),
-    ("training steps", lambda d: _state(d).get("step", 0) >= 1, 2.0),
-    ("epoch end", lambda d: (d / "history.json").exists(), 0.5),
-    ("model mid-write", lambda d: any(d.glob(".model.keras.*")), 0.0),
+# The campaign: 5 SIGKILLs, each when a condition on its run directory holds plus a
+# random delay, and one SIGTERM (the app's Cancel), all side by side.
+KILL_PLAN = [
+    # (moment, ready(run_dir), max extra delay s, signal, flags)
+    ("during start-up", lambda d: True, 3.0, signal.SIGKILL, KILL_TRAIN),
+    ("config written", lambda d: (d / "config.json").exists(), 1.0, signal.SIGKILL, KILL_TRAIN),
+    ("training steps", lambda d: _state(d).get("step", 0) >= 1, 2.0, signal.SIGKILL, KILL_TRAIN),
+    ("epoch end", lambda d: (d / "history.json").exists(), 0.5, signal.SIGKILL, KILL_TRAIN),
+    ("model mid-write", lambda d: any(d.glob(".model.keras.*")), 0.0, signal.SIGKILL, KILL_TRAIN),
+    ("cancel mid-epoch", lambda d: _state(d).get("step", 0) >= 1, 1.0, signal.SIGTERM, TINY_TRAIN),
 ]
 
 
@@ -72,38 +75,46 @@ def make_finished_run(run_dir: Path) -> Path:
     return run_dir
 
 
-def kill_campaign(parent: Path, seed: int = 0, timeout_s: float = 240.0) -> list[dict]:
-    """Start one training per KILL_MOMENTS entry side by side in ``parent`` and SIGKILL
-    each when its moment comes; returns what happened to each."""
+def kill_campaign(parent: Path, seed: int = 0, timeout_s: float = 300.0,
+                  plan=KILL_PLAN) -> list[dict]:
+    """Start one training per plan entry side by side in ``parent``, signal each when its
+    moment comes, wait for all to exit; returns what happened to each."""
     rng = random.Random(seed)
     jobs = []
-    for i, (name, ready, max_delay) in enumerate(KILL_MOMENTS):
-        out = parent / f"killed-{i}"
-        jobs.append({"moment": name, "dir": out, "proc": start_train(out, KILL_TRAIN), "ready": ready,
-                     "delay": rng.uniform(0, max_delay), "t0": time.monotonic(),
-                     "armed_at": None, "killed_after_s": None, "finished_first": False})
+    for i, (name, ready, max_delay, sig, flags) in enumerate(plan):
+        out = parent / f"signalled-{i}"
+        jobs.append({"moment": name, "signal": sig, "dir": out, "proc": start_train(out, flags),
+                     "ready": ready, "delay": rng.uniform(0, max_delay), "t0": time.monotonic(),
+                     "armed_at": None, "sent_at": None, "exited_at": None,
+                     "finished_first": False})
     deadline = time.monotonic() + timeout_s
-    pending = list(jobs)
-    while pending and time.monotonic() < deadline:
+    while time.monotonic() < deadline and any(j["exited_at"] is None for j in jobs):
         now = time.monotonic()
-        for job in list(pending):
-            if job["proc"].poll() is not None:        # it finished before its moment came
-                job["finished_first"] = True
-                pending.remove(job)
+        for job in jobs:
+            if job["exited_at"] is not None:
                 continue
-            if job["armed_at"] is None and job["ready"](job["dir"]):
-                job["armed_at"] = now
-            if job["armed_at"] is not None and now - job["armed_at"] >= job["delay"]:
-                job["proc"].send_signal(signal.SIGKILL)
-                job["killed_after_s"] = round(now - job["t0"], 2)
-                pending.remove(job)
+            if job["proc"].poll() is not None:
+                job["exited_at"] = now
+                job["finished_first"] = job["sent_at"] is None
+                continue
+            if job["sent_at"] is None:
+                if job["armed_at"] is None and job["ready"](job["dir"]):
+                    job["armed_at"] = now
+                if job["armed_at"] is not None and now - job["armed_at"] >= job["delay"]:
+                    job["proc"].send_signal(job["signal"])
+                    job["sent_at"] = now
         time.sleep(0.005)
     for job in jobs:
         if job["proc"].poll() is None:
             job["proc"].kill()
-        job["proc"].communicate(timeout=30)
+        _, job["stderr"] = job["proc"].communicate(timeout=30)
         job["returncode"] = job["proc"].returncode
-        job["problems"] = check_killed_run(job["dir"])
+        job["signalled_after_s"] = (None if job["sent_at"] is None
+                                    else round(job["sent_at"] - job["t0"], 2))
+        job["stop_s"] = (None if job["sent_at"] is None or job["exited_at"] is None
+                         else job["exited_at"] - job["sent_at"])
+        expected = "cancelled" if job["signal"] == signal.SIGTERM else "failed/incomplete"
+        job["problems"] = check_killed_run(job["dir"], expected)
         job["stray_temp_files"] = len(list(job["dir"].glob(".*.tmp*")))
     return jobs
 
@@ -149,58 +160,64 @@ def _json_or_none(path: Path):
 
 # --- tests --------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_sigkill_never_corrupts_finished_work(tmp_path):
-    finished = make_finished_run(tmp_path / "finished")
-    models = tmp_path / "models"
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    """A finished run and a models/ file, then the whole campaign and an unwritable-
+    directory run at once (side by side: the suite stays short)."""
+    tmp = tmp_path_factory.mktemp("faults")
+    finished = make_finished_run(tmp / "finished")
+    models = tmp / "models"
     models.mkdir()
     shutil.copy(finished / "model.keras", models / "default.keras")
     before = {"finished": tree_hashes(finished), "models": tree_hashes(models)}
-
-    jobs = kill_campaign(tmp_path, seed=int(os.environ.get("LOCMNIST_KILL_SEED", "0")))
-
-    assert tree_hashes(finished) == before["finished"], "a finished run was modified"
-    assert tree_hashes(models) == before["models"], "a model file next to the runs changed"
-    for job in jobs:
-        assert not job["finished_first"], f"{job['moment']}: the run ended before the kill"
-        assert job["returncode"] == -signal.SIGKILL, job
-        assert job["problems"] == [], f"{job['moment']}: {job['problems']}"
-    # Killed late, the history so far is there to read.
-    assert _json_or_none(jobs[3]["dir"] / "history.json")["epoch"] == [1.0]
+    blocker = tmp / "a-file"
+    blocker.write_text("not a directory")
+    unwritable = start_train(blocker / "run")
+    jobs = kill_campaign(tmp, seed=int(os.environ.get("LOCMNIST_KILL_SEED", "0")))
+    out, err = unwritable.communicate(timeout=120)
+    return {"jobs": {j["moment"]: j for j in jobs}, "before": before, "finished": finished,
+            "models": models, "blocker": blocker,
+            "unwritable": (unwritable.returncode, out + err)}
 
 
 @pytest.mark.slow
-def test_sigterm_cancels_quickly_and_keeps_status(tmp_path):
-    out = tmp_path / "cancelled"
-    proc = start_train(out)
-    deadline = time.monotonic() + 180
-    while _state(out).get("step", 0) < 1 and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    stop_s = time.monotonic() - t0
-    assert "Traceback" not in err, err[-2000:]
-    assert _state(out)["state"] == "cancelled"
-    assert proc.returncode == 1
-    assert stop_s < 30, f"took {stop_s:.1f} s to stop after SIGTERM"
-    assert check_killed_run(out, expected_state="cancelled") == []
+def test_sigkill_never_corrupts_finished_work(campaign):
+    assert tree_hashes(campaign["finished"]) == campaign["before"]["finished"], \
+        "a finished run was modified"
+    assert tree_hashes(campaign["models"]) == campaign["before"]["models"], \
+        "a model file next to the runs changed"
+    kills = [j for j in campaign["jobs"].values() if j["signal"] == signal.SIGKILL]
+    assert len(kills) == 5
+    for job in kills:
+        assert not job["finished_first"], f"{job['moment']}: the run ended before the kill"
+        assert job["returncode"] == -signal.SIGKILL, job
+        assert job["problems"] == [], f"{job['moment']}: {job['problems']}"
+    # Killed after an epoch, the history so far is there to read.
+    history = json.loads((campaign["jobs"]["epoch end"]["dir"] / "history.json").read_text())
+    assert history["epoch"][0] == 1.0 and len(history["loss"]) == len(history["epoch"])
 
 
-def test_unwritable_run_directory_is_a_clear_error(tmp_path):
+@pytest.mark.slow
+def test_sigterm_cancels_quickly_and_keeps_status(campaign):
+    job = campaign["jobs"]["cancel mid-epoch"]
+    assert not job["finished_first"] and job["stop_s"] is not None
+    assert "Traceback" not in job["stderr"], job["stderr"][-2000:]
+    assert _state(job["dir"])["state"] == "cancelled"
+    assert job["returncode"] == 1
+    assert job["problems"] == []
+    # Generous for a loaded 2-core machine: Keras still validates the partial epoch.
+    assert job["stop_s"] < 60, f"took {job['stop_s']:.1f} s to stop after SIGTERM"
+
+
+@pytest.mark.slow
+def test_unwritable_run_directory_is_a_clear_error(campaign):
     """A run directory under a regular file cannot exist (this works even as root,
     for whom permission bits do not apply)."""
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "locmnist", "train", *TINY_TRAIN,
-                           "--out", str(blocker / "run")], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "cannot write to run directory" in proc.stderr
-    assert blocker.read_text() == "not a directory"
+    returncode, output = campaign["unwritable"]
+    assert returncode == 2
+    assert "Traceback" not in output, output[-2000:]
+    assert "cannot write to run directory" in output
+    assert campaign["blocker"].read_text() == "not a directory"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits")
