@@ -95,7 +95,8 @@ def _open(source) -> tuple[Image.Image, tuple[int, int]]:
     try:
         # Animations are left on their first frame: asking for n_frames would walk
         # every frame of the file (a GIF can hold thousands).
-        if img.format == "JPEG" and max(img.size) > 2 * WORK_SIDE:
+        if (img.format == "JPEG" and max(img.size) > 2 * WORK_SIDE
+                and not isinstance(source, Image.Image)):  # never shrink a caller's image
             img.draft(img.mode, (WORK_SIDE, WORK_SIDE))  # decode at reduced scale: fast
         img.load()
     except Exception as e:

@@ -365,6 +365,16 @@ def test_every_source_type_is_accepted(tmp_path):
         np.testing.assert_allclose(prepare(source).model_input, ref, atol=1e-6)
 
 
+def test_a_callers_pil_image_is_left_as_it_was():
+    """Large JPEGs we open are decoded at reduced scale; one the caller opened is not
+    shrunk under its feet (the app shows it afterwards)."""
+    data, p = _img(7, "JPEG", size=(3000, 2400), height=1500)()
+    img = Image.open(io.BytesIO(data))
+    prep = prepare(img)
+    assert img.size == (3000, 2400) and prep.image_size == (3000, 2400)
+    np.testing.assert_allclose(prep.frame, prepare(data).frame, rtol=0.02, atol=8)
+
+
 def test_bomb_is_refused_before_decoding():
     """The 40000x40000 claim must be refused from the header: no pixel buffer allocated."""
     import tracemalloc
