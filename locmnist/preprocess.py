@@ -141,23 +141,32 @@ def _known_mode(img: Image.Image) -> Image.Image:
 
 
 def _read_bytes(source) -> bytes:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-    elif isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        if not p.is_file():
-            raise InvalidImage(f"no such file: {p}")
-        if p.stat().st_size > MAX_FILE_BYTES:
-            raise InvalidImage(f"the file is {p.stat().st_size / 2**20:.0f} MB; "
-                               f"the limit is {MAX_FILE_BYTES // 2**20} MB")
-        data = p.read_bytes()
-    elif hasattr(source, "read"):
-        data = source.read(MAX_FILE_BYTES + 1)
-    else:
-        raise InvalidImage(f"cannot read an image from a {type(source).__name__}")
+    """At most MAX_FILE_BYTES + 1 bytes from bytes, a path or a binary file object."""
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source[:MAX_FILE_BYTES + 1])
+        elif isinstance(source, (str, os.PathLike)):
+            p = Path(source)
+            if not p.is_file():  # also refuses directories, FIFOs and devices: no hang
+                raise InvalidImage(f"no such file: {p}")
+            if p.stat().st_size > MAX_FILE_BYTES:
+                raise InvalidImage(f"the file is {p.stat().st_size / 2**20:.0f} MB; "
+                                   f"the limit is {MAX_FILE_BYTES // 2**20} MB")
+            with open(p, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)  # it may have grown since stat()
+        elif hasattr(source, "read"):
+            data = source.read(MAX_FILE_BYTES + 1)
+            if not isinstance(data, (bytes, bytearray)):
+                raise InvalidImage("the file was opened as text; open it in binary mode")
+        else:
+            raise InvalidImage(f"cannot read an image from a {type(source).__name__}")
+    except (OSError, ValueError) as e:  # unreadable path, closed file, ...
+        if isinstance(e, InvalidImage):
+            raise
+        raise InvalidImage(f"could not read the file ({_short(e)})") from None
     if len(data) > MAX_FILE_BYTES:
         raise InvalidImage(f"the file is larger than the {MAX_FILE_BYTES // 2**20} MB limit")
-    return data
+    return bytes(data)
 
 
 def _check_size(size) -> None:

@@ -398,11 +398,21 @@ def test_oversized_file_is_refused_before_reading(tmp_path):
         prepare(big)
 
 
-def test_missing_file_and_unsupported_source():
+def test_missing_file_and_unsupported_source(tmp_path):
     with pytest.raises(InvalidImage, match="no such file"):
         prepare("/nonexistent/digit.png")
+    with pytest.raises(InvalidImage, match="no such file"):
+        prepare(tmp_path)  # a directory
     with pytest.raises(InvalidImage):
         prepare(12345)
+    closed = io.BytesIO(b"\x89PNG")
+    closed.close()
+    with pytest.raises(InvalidImage, match="could not read"):
+        prepare(closed)
+    f = tmp_path / "seven.png"
+    f.write_bytes(encode(Image.fromarray(page(7).paper()), "PNG"))
+    with open(f, encoding="latin-1") as text_mode, pytest.raises(InvalidImage, match="binary"):
+        prepare(text_mode)
 
 
 @pytest.mark.parametrize("orientation", [6, 8])
