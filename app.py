@@ -6,9 +6,11 @@ and a fresh server opened at /train would show that blank script instead.
 """
 import streamlit as st
 
+import ui
 from app_pages import evaluate, history, predict, train
 
 st.set_page_config(page_title="locmnist", page_icon="🔢", layout="wide")
+ui.warm_default_model()  # whatever page a visitor opens first, the model starts loading
 page = st.navigation([
     st.Page(predict.render, title="Predict", icon=":material/draw:", url_path="predict",
             default=True),

@@ -86,8 +86,8 @@ def confusion_figure(matrix):
     fig = go.Figure(go.Heatmap(z=z, x=digits, y=digits, colorscale="Blues", text=z,
                                texttemplate="%{text}",
                                hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
-    fig.update_layout(title="Confusion matrix", xaxis_title="predicted", yaxis_title="true",
-                      yaxis_autorange="reversed", height=420, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(title="Confusion matrix", xaxis=dict(title="predicted", dtick=1),
+                      yaxis=dict(title="true", dtick=1, autorange="reversed"), height=420, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
@@ -97,7 +97,7 @@ def per_class_figure(per_class: dict):
     fig = go.Figure(go.Bar(x=list(per_class), y=list(per_class.values()),
                            hovertemplate="digit %{x}: %{y:.2%}<extra></extra>"))
     low = min(per_class.values()) if per_class else 0.0
-    fig.update_layout(title="Accuracy per digit", xaxis_title="digit", height=420,
+    fig.update_layout(title="Accuracy per digit", xaxis=dict(title="digit", dtick=1), height=420,
                       yaxis=dict(range=[max(0.0, low - 0.05), 1.0], tickformat=".0%"),
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
@@ -120,6 +120,6 @@ def gallery(worst: list[dict]) -> None:
     cols = st.columns(6)
     for i, w in enumerate(worst):
         ink = 1.0 - w["canvas"][..., 0] / 255.0
-        img = draw_boxes(ink, predicted=w["pred_box"], true=w["true_box"], scale=2)
+        img = ui.framed(draw_boxes(ink, predicted=w["pred_box"], true=w["true_box"], scale=2))
         cols[i % 6].image(img, caption=f"true {w['label']}, predicted {w['pred']} "
                                        f"({w['confidence']:.0%}), IoU {w['iou']:.2f}")

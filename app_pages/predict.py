@@ -13,7 +13,6 @@ ORIGIN = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}  
 
 
 def render() -> None:
-    ui.warm_default_model()
     st.title("Predict")
     st.caption("Draw a digit anywhere on the canvas, at any size, or upload images. "
                "The model finds the digit and puts a box around it.")

@@ -42,7 +42,9 @@ def training_form() -> str | None:
                         help="quick: a small net for about a minute on a laptop CPU; "
                              "default: the shipped model's recipe (hours on CPU); "
                              "seed: the reference notebook's CNN and data.")
-    base = preset(name)
+    overrides = jobs.env_overrides()
+    # The form starts from what a run will use: the preset, then any server overrides.
+    base = preset(name, **{k: v for k, v in overrides.items() if k != "preset"})
     with st.form("train_form"):
         c1, c2 = st.columns(2)
         epochs = c1.number_input("Epochs", 1, 200, base.epochs, key=f"train_epochs_{name}")
@@ -55,7 +57,6 @@ def training_form() -> str | None:
         limit = f"; it stops after {base.time_limit_s:.0f} s" if base.time_limit_s else ""
         st.caption(f"Batch {base.batch_size}, learning rate {base.learning_rate:g}, "
                    f"conv widths {list(base.widths)}{limit}.")
-        overrides = jobs.env_overrides()
         if overrides:
             st.caption(f"Server overrides from LOCMNIST_TRAIN_OVERRIDES: {overrides}")
         submitted = st.form_submit_button("Start training", type="primary")
@@ -75,13 +76,18 @@ def training_form() -> str | None:
     return run_id
 
 
-@st.fragment(run_every=POLL_SECONDS)
 def live_panel(run_dir) -> None:
+    st.subheader(f"Run {run_dir.name}")
+    live_progress(run_dir)
+    live_curves(run_dir)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def live_progress(run_dir) -> None:
     info = jobs.run_info(run_dir)
     if not info.live:
         st.rerun()  # the whole page, which now shows the final panel
     s = info.status
-    st.subheader(f"Run {info.id}")
     if info.state == "starting":
         st.progress(0.0, text="Starting: loading TensorFlow and MNIST...")
     elif info.state == "evaluating":
@@ -98,9 +104,13 @@ def live_panel(run_dir) -> None:
     elif st.button("Cancel", key="train_cancel"):
         jobs.cancel(run_dir)
         st.caption("Cancel requested: stopping after the current batch...")
+
+
+@st.fragment(run_every=2 * POLL_SECONDS)  # curves change once an epoch: poll them less
+def live_curves(run_dir) -> None:
     history = read_json(run_dir / "history.json") or {}
     if history:
-        ui.curves_grid({info.id: history}, key="train_live")
+        ui.curves_grid({run_dir.name: history}, key="train_live")
     else:
         st.caption("The curves appear after the first epoch.")
 

@@ -147,3 +147,32 @@ def test_train_page_tiny_run_to_completion(runs, monkeypatch):
     hist = page("history").run()
     assert not hist.exception
     assert any(run_id in o for o in hist.multiselect(key="history_runs").options)
+
+
+def test_the_users_green_box_is_not_read_as_ink():
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from app_pages.predict import USER_BOX_COLOR, without_user_boxes
+
+    img = Image.new("RGBA", (280, 280), "white")
+    draw = ImageDraw.Draw(img)
+    draw.line([(70, 60), (210, 60), (120, 235)], fill="black", width=18)
+    ink_only = np.asarray(img).copy()
+    draw.rectangle([40, 30, 240, 260], outline=USER_BOX_COLOR, width=3)
+    cleaned = without_user_boxes(np.asarray(img))
+    assert (cleaned[30, 100:200, :3] == 255).all()  # the box's top edge is gone
+    # The strokes are untouched wherever the box does not cross them.
+    assert (cleaned[100:200, 100:200] == ink_only[100:200, 100:200]).all()
+
+
+def test_last_user_box_reads_fabric_rects_in_canvas_pixels():
+    from app_pages.predict import last_user_box
+
+    assert last_user_box(None) is None
+    assert last_user_box({"objects": [{"type": "Path", "left": 1, "top": 1}]}) is None
+    rect = {"type": "Rect", "left": 56, "top": 28, "width": 140, "height": 70,
+            "scaleX": 1, "scaleY": 2, "originX": "left", "originY": "top"}
+    assert last_user_box({"objects": [rect]}) == (0.2, 0.1, 0.7, 0.6)
+    centred = {**rect, "left": 126, "top": 98, "originX": "center", "originY": "center"}
+    assert last_user_box({"objects": [rect, centred]}) == (0.2, 0.1, 0.7, 0.6)

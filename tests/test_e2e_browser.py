@@ -23,6 +23,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync"]
 # A training that finishes in well under a minute on 2 cores; screenshots.py makes it longer.
 TINY_RUN = {"epochs": 2, "train_digits": 512, "batch_size": 64, "time_limit_s": 0}
+SCREENSHOT_EPOCHS = int(os.environ.get("LOCMNIST_SCREENSHOT_EPOCHS", "1"))
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium "
@@ -136,6 +137,16 @@ def metric_value(page, label: str):
     return metric.locator('[data-testid="stMetricValue"]')
 
 
+def settle(page, timeout_ms: int = 10_000) -> None:
+    """Wait for a quiet moment (no script running, nothing stale) before a screenshot."""
+    try:
+        page.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"]')
+                                  && !document.querySelector('[data-stale="true"]')""",
+                               timeout=timeout_ms, polling=50)
+    except Exception:  # a polling page may never be quiet for long; take it as it is
+        pass
+
+
 def wait_plotly(page, count: int) -> None:
     page.wait_for_function(
         f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {count}")
@@ -172,7 +183,7 @@ def test_draw_a_seven_and_see_seven_with_its_box(server, page, shots):
     print(f"first prediction {first_s:.1f} s after opening (model load included); "
           f"next stroke {warm_s:.2f} s")
     assert warm_s < 2.0
-    page.wait_for_timeout(500)
+    settle(page)
     page.screenshot(path=str(shots / "predict.png"))
 
     # The user's own box, dragged in rect mode, is compared with the prediction.
@@ -199,11 +210,18 @@ def test_train_while_switching_pages_then_compare_in_history(server, page, shots
     page.get_by_role("link", name="Train").click()
     page.get_by_text(f"Run {run_id}").first.wait_for()
     page.get_by_text("Epoch").or_(page.get_by_text("Starting")).first.wait_for()
-    try:  # live curves, if an epoch ends before the run does
-        wait_plotly(page, 4)
-        page.screenshot(path=str(shots / "train.png"), full_page=True)
-    except Exception:
-        pass
+    # Live curves: screenshot once SCREENSHOT_EPOCHS epochs are on disk, if the run is still going.
+    history_file = server["runs"] / run_id / "history.json"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and page.get_by_role("button", name="Cancel").count():
+        if len(json.loads(history_file.read_text()).get("epoch", [])
+               if history_file.exists() else []) >= SCREENSHOT_EPOCHS:
+            wait_plotly(page, 4)
+            page.wait_for_timeout(2500)  # the next poll draws the newest epoch
+            settle(page)
+            page.screenshot(path=str(shots / "train.png"))
+            break
+        page.wait_for_timeout(300)
     page.get_by_role("heading", name=f"Run {run_id}: completed").wait_for(timeout=180_000)
     page.get_by_text("Test accuracy").wait_for()
     page.get_by_role("button", name="Use this model").click()
@@ -227,4 +245,6 @@ def test_train_while_switching_pages_then_compare_in_history(server, page, shots
 
     # The Predict page now uses the new model.
     page.get_by_role("link", name="Predict").click()
-    page.locator(".st-key-predict_model").filter(has_text=run_id).wait_for()
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("combobox", name="Model")).to_have_value(f"Run {run_id} (completed)")
