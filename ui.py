@@ -111,6 +111,9 @@ def model_picker(key: str) -> Path | None:
     current = str(active_model())
     if current not in options and Path(current).exists():
         options[current] = Path(current).name
+    if not options:
+        st.warning("No model yet: train one on the **Train** page, upload a .keras file, "
+                   f"or ship `{default_model_path()}`.")
     keys = list(options) + [UPLOAD_OPTION]
     labels = {**options, UPLOAD_OPTION: "Upload a .keras file..."}
     choice = st.selectbox("Model", keys, index=keys.index(current) if current in keys else 0,
@@ -119,9 +122,8 @@ def model_picker(key: str) -> Path | None:
         return _uploaded_model(key)
     if choice != current:
         use_model(Path(choice))
-    if not Path(choice).exists():
-        st.warning("No model yet: train one on the **Train** page, upload a .keras file, "
-                   f"or ship `{default_model_path()}`.")
+    if not Path(choice).exists():  # deleted since the list was made
+        st.warning(f"The model file {choice} is gone; pick another model.")
         return None
     return Path(choice)
 

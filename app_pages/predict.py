@@ -109,7 +109,7 @@ def upload_section(model) -> None:
             except InvalidImage as e:
                 st.error(f"{f.name}: {e}")
                 continue
-            summary, pictures = st.columns([2, 3], gap="large")
+            summary, pictures = st.columns(2, gap="medium")
             with summary:
                 show_summary(prediction, key=f"upload_{i}")
             with pictures:
@@ -128,11 +128,11 @@ def show_summary(prediction, key: str, user_box=None) -> None:
     if prediction.label is None:
         show_empty(prediction.message.capitalize() + ".")
         return
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Predicted digit", prediction.label)
-    c2.metric("Confidence", f"{prediction.confidence:.1%}")
+    cols = st.columns(3 if user_box is not None else 2)
+    cols[0].metric("Predicted digit", prediction.label)
+    cols[1].metric("Confidence", f"{prediction.confidence:.1%}")
     if user_box is not None:
-        c3.metric("IoU with your box",
+        cols[2].metric("IoU with your box",
                   f"{float(iou(np.array(user_box), np.array(prediction.box_normalized))):.2f}")
     ui.probability_chart(prediction.probabilities, key=f"probs_{key}")
 

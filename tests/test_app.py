@@ -176,3 +176,31 @@ def test_last_user_box_reads_fabric_rects_in_canvas_pixels():
     assert last_user_box({"objects": [rect]}) == (0.2, 0.1, 0.7, 0.6)
     centred = {**rect, "left": 126, "top": 98, "originX": "center", "originY": "center"}
     assert last_user_box({"objects": [rect, centred]}) == (0.2, 0.1, 0.7, 0.6)
+
+
+def test_without_any_model_the_pages_say_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOCMNIST_MODEL", str(tmp_path / "missing.keras"))
+    for name in ("predict", "evaluate"):
+        at = page(name).run()
+        assert not at.exception
+        assert any("No model yet" in w.value for w in at.warning)
+
+
+@pytest.mark.slow
+def test_the_cancel_button_stops_a_run(runs, monkeypatch):
+    from locmnist import jobs
+
+    monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", json.dumps(
+        {"epochs": 50, "train_digits": 4096, "batch_size": 64, "time_limit_s": 0}))
+    at = page("train").run()
+    at.form_submit_button[0].click().run()
+    run_id = at.session_state["train_run"]
+    at.button(key="train_cancel").click().run()
+    assert (runs / run_id / jobs.CANCEL_FILE).exists()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and jobs.active_run_id(runs):
+        time.sleep(0.5)
+    at.run()
+    assert not at.exception
+    assert at.subheader[0].value == f"Run {run_id}: cancelled"
+    assert jobs.active_run_id(runs) is None
