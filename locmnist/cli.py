@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--train-digits", type=int, help="how many training digits (0 = all)")
+    t.add_argument("--val-digits", type=int, help="digits held out for validation curves")
+    t.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")),
+                   help="conv widths of the default architecture, e.g. 16,32,64,128")
+    t.add_argument("--dense-units", type=int, help="units of the shared dense layer")
     t.add_argument("--min-height", type=float, help="smallest digit height in canvas pixels")
     t.add_argument("--max-height", type=float, help="largest digit height in canvas pixels")
     t.add_argument("--time-limit", type=float, help="stop training after this many seconds")
@@ -143,7 +147,8 @@ def cmd_train(args) -> int:
     from locmnist.training import train
 
     cfg = preset(args.preset, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                 train_digits=args.train_digits, min_height=args.min_height,
+                 train_digits=args.train_digits, val_digits=args.val_digits,
+                 widths=args.widths, dense_units=args.dense_units, min_height=args.min_height,
                  max_height=args.max_height, time_limit_s=args.time_limit, seed=args.seed)
     out = Path(args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}")
     cancel = threading.Event()
@@ -260,6 +265,9 @@ def cmd_predict(args) -> int:
         except (InvalidImage, OSError) as e:
             failed = True
             record = {"file": path, "error": str(e), "label": None}
+        except Exception as e:  # anything unexpected fails this file only, not the rest
+            failed = True
+            record = {"file": path, "error": f"{type(e).__name__}: {e}", "label": None}
         if args.json:
             print(json.dumps(record), flush=True)
         elif "error" in record:

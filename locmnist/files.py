@@ -19,6 +19,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary shareable files
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())

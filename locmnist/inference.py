@@ -63,7 +63,7 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> "Predictor":
-        """Load a model file (.keras, or legacy .h5) or a run directory.
+        """Load a model file (.keras, legacy .h5, or an exported .tflite) or a run directory.
 
         ``None`` loads ``$LOCMNIST_MODEL`` if set, else the shipped ``models/default.keras``.
         Raises ``locmnist.model_files.InvalidModel`` with a clear message otherwise.
@@ -71,6 +71,10 @@ class Predictor:
         from locmnist.model_files import load_model_file
 
         path = Path(path or os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
+        if path.suffix.lower() == ".tflite":  # an export: same API, TFLite runtime
+            from locmnist.tflite_runtime import TFLitePredictor
+
+            return TFLitePredictor.load(path)
         model, config = load_model_file(path)
         return cls(model, config, str(path))
 

@@ -61,17 +61,27 @@ def test_cancel_stops_and_keeps_best_model(tmp_path):
 
     result = train(tiny_config(epochs=6), tmp_path, progress=progress, cancel=cancel)
     assert result.status == "cancelled"
-    assert len(result.history["loss"]) < 6
+    assert len(result.history["loss"]) == 1     # the partial second epoch is not recorded
     assert result.model_path is not None and result.model_path.exists()
     assert read_run(tmp_path)["status"]["state"] == "cancelled"
 
 
 def test_cancel_file(tmp_path):
     def progress(p):
-        (tmp_path / CANCEL_FILE).touch()
+        if p.history is not None:   # after the first epoch is saved
+            (tmp_path / CANCEL_FILE).touch()
 
     result = train(tiny_config(epochs=4), tmp_path, progress=progress, evaluate_test=False)
+    # The partial second epoch is dropped: history and model are from epoch 1.
     assert result.status == "cancelled" and len(result.history["loss"]) == 1
+    assert result.model_path is not None
+
+
+def test_cancel_before_first_epoch_leaves_no_model(tmp_path):
+    result = train(tiny_config(epochs=2), tmp_path, progress=lambda p: (tmp_path / CANCEL_FILE).touch(),
+                   evaluate_test=False)
+    assert result.status == "cancelled" and result.model_path is None and result.history == {}
+    assert read_run(tmp_path)["status"]["state"] == "cancelled"
 
 
 def test_time_limit(tmp_path):
