@@ -97,7 +97,7 @@ def test_an_invalid_uploaded_model_is_a_clear_error(tmp_path):
     assert not at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("evil.keras "), errors
-    assert not at.metric  # no prediction with a model that failed to load
+    assert [m.value for m in at.metric] == ["—"]  # only the empty canvas: nothing predicted
 
 
 @needs_model

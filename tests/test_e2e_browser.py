@@ -194,6 +194,7 @@ def test_draw_a_seven_and_see_seven_with_its_box(server, page, shots):
     iou.wait_for()
     assert 0.5 < float(iou.inner_text()) <= 1.0
     assert value.inner_text().strip() == "7"  # the green box is not read as ink
+    settle(page)
     page.screenshot(path=str(shots / "predict-box.png"))
 
 
@@ -211,9 +212,11 @@ def test_train_while_switching_pages_then_compare_in_history(server, page, shots
     page.get_by_text(f"Run {run_id}").first.wait_for()
     page.get_by_text("Epoch").or_(page.get_by_text("Starting")).first.wait_for()
     # Live curves: screenshot once SCREENSHOT_EPOCHS epochs are on disk, if the run is still going.
+    from locmnist import jobs
+
     history_file = server["runs"] / run_id / "history.json"
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and page.get_by_role("button", name="Cancel").count():
+    while time.monotonic() < deadline and jobs.run_info(server["runs"] / run_id).live:
         if len(json.loads(history_file.read_text()).get("epoch", [])
                if history_file.exists() else []) >= SCREENSHOT_EPOCHS:
             wait_plotly(page, 4)
