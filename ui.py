@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -163,7 +164,7 @@ def _uploaded_model(key: str) -> str | None:
     try:
         get_predictor(Path(path))
     except InvalidModel as e:
-        st.error(str(e).replace(Path(path).name, f.name))
+        st.error(md_escape(str(e).replace(Path(path).name, f.name)))
         return None
     st.session_state.setdefault(UPLOADED_MODELS, {})[path] = f.name
     use_model(Path(path))
@@ -255,6 +256,11 @@ def curves_grid(histories: dict[str, dict], key: str, metrics=CURVES) -> None:
         with cols[i % 2]:
             st.plotly_chart(curves_figure(histories, metric, title), width="stretch",
                             key=f"{key}_{metric}")
+
+
+def md_escape(text: str) -> str:
+    """User text (a file name) made literal inside Streamlit markdown (st.error, st.info)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", str(text))
 
 
 def fmt_seconds(s) -> str:

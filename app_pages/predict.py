@@ -107,7 +107,7 @@ def upload_section(model) -> None:
                 image = open_image(f.getvalue())
                 prediction = predictor.predict(image)
             except InvalidImage as e:
-                st.error(f"{f.name}: {e}")
+                st.error(ui.md_escape(f"{f.name}: {e}"))
                 continue
             summary, pictures = st.columns(2, gap="medium")
             with summary:

@@ -85,8 +85,16 @@ def test_upload_shows_the_predicted_digit_and_per_file_errors():
     assert not at.exception
     values = [m.value for m in at.metric if m.label == "Predicted digit"]
     assert values == ["—", str(first_label), str(second_label)]  # [0]: the empty canvas
-    assert any("broken.png" in e.value and "not a supported image" in e.value for e in at.error)
+    assert any(e.value.startswith("broken\\.png: not a supported image") for e in at.error)
     assert len(at.get("image")) == 4  # each digit: its overlay and the model's 75x75 view
+
+
+@needs_model
+def test_a_file_name_cannot_inject_markdown():
+    at = page("predict").run()
+    at.file_uploader(key="predict_upload").upload("[win](http://evil.example).png", b"no").run()
+    assert not at.exception
+    assert at.error[0].value.startswith("\\[win\\]\\(http://evil\\.example\\)\\.png: ")
 
 
 @needs_model
@@ -96,7 +104,7 @@ def test_an_invalid_uploaded_model_is_a_clear_error(tmp_path):
     at.file_uploader(key="predict_model_upload").upload("evil.keras", b"PK\x03\x04 junk").run()
     assert not at.exception
     errors = [e.value for e in at.error]
-    assert len(errors) == 1 and errors[0].startswith("evil.keras "), errors
+    assert len(errors) == 1 and errors[0].startswith("evil\\.keras "), errors  # markdown-escaped
     assert [m.value for m in at.metric] == ["—"]  # only the empty canvas: nothing predicted
 
 

@@ -152,7 +152,7 @@ def wait_plotly(page, count: int) -> None:
         f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {count}")
 
 
-def test_draw_a_seven_and_see_seven_with_its_box(server, page, shots):
+def test_draw_a_seven_and_see_seven_with_its_box(server, browser, page, shots):
     if not model_path().exists():
         pytest.skip("the shipped model models/default.keras is missing")
     opened = time.monotonic()
@@ -173,18 +173,31 @@ def test_draw_a_seven_and_see_seven_with_its_box(server, page, shots):
 
     # A warm model: the next stroke (a serif on the 7's stem) must come back fast.
     before = page.locator('[data-testid="stImage"] img').first.get_attribute("src")
-    started = time.monotonic()
     stroke(page, canvas, [(100, 235), (140, 235)])
+    started = time.monotonic()  # from the stroke's end, when the canvas sends the drawing
     page.wait_for_function(
         """src => { const i = document.querySelector('[data-testid="stImage"] img');
                    return i && i.getAttribute('src') !== src; }""", arg=before)
     warm_s = time.monotonic() - started
     assert value.inner_text().strip() == "7"
     print(f"first prediction {first_s:.1f} s after opening (model load included); "
-          f"next stroke {warm_s:.2f} s")
+          f"next stroke {warm_s:.2f} s after it ends")
     assert warm_s < 2.0
     settle(page)
     page.screenshot(path=str(shots / "predict.png"))
+
+    # A second visitor finds the model warm in the server's cache: the first stroke is fast.
+    other = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+    other.goto(server["url"])
+    other_canvas = other.locator(".st-key-predict_canvas canvas").last
+    other_canvas.wait_for(timeout=60_000)
+    stroke(other, other_canvas, [(70, 60), (210, 60), (120, 235)])
+    started = time.monotonic()
+    metric_value(other, "Predicted digit").filter(has_text="7").wait_for(timeout=60_000)
+    visitor_s = time.monotonic() - started
+    other.context.close()
+    print(f"second visitor: first prediction {visitor_s:.2f} s after the stroke ends")
+    assert visitor_s < 2.0
 
     # The user's own box, dragged in rect mode, is compared with the prediction.
     page.get_by_text("Drag my own box").click()
