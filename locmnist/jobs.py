@@ -35,7 +35,8 @@ INCOMPLETE = "failed/incomplete"  # status says running, but its process is gone
 LIVE_STATES = ("starting", "running", "evaluating")
 # Form field -> CLI flag. Only what `python -m locmnist train` accepts.
 CLI_FLAGS = {"data": "--data", "epochs": "--epochs", "batch_size": "--batch-size",
-             "train_digits": "--train-digits", "min_height": "--min-height",
+             "train_digits": "--train-digits", "val_digits": "--val-digits",
+             "widths": "--widths", "dense_units": "--dense-units", "min_height": "--min-height",
              "max_height": "--max-height", "time_limit_s": "--time-limit", "seed": "--seed"}
 
 
@@ -241,7 +242,7 @@ def start_training(preset: str = "quick", root: Path | None = None, **fields) ->
         argv = [sys.executable, "-m", "locmnist", "train", "--preset", preset,
                 "--out", str(run_dir), "--no-progress"]
         for k, v in fields.items():
-            argv += [CLI_FLAGS[k], str(v)]
+            argv += [CLI_FLAGS[k], ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
         with open(run_dir / LOG_NAME, "ab") as log:
             proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,

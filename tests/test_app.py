@@ -14,6 +14,9 @@ if str(REPO) not in sys.path:  # `import ui` and `app_pages` live at the repo ro
     sys.path.insert(0, str(REPO))
 
 TIMEOUT = 120  # the first run of a page may import TensorFlow and load a model
+# Training settings the page's form does not show: a tiny net on few digits (seconds).
+TINY_NET = {"train_digits": 512, "val_digits": 256, "batch_size": 64, "widths": [4, 8, 8, 8],
+            "dense_units": 16, "time_limit_s": 0}
 
 
 def model_path() -> Path:
@@ -122,8 +125,7 @@ def test_evaluate_a_sample_of_the_test_split():
 
 @pytest.mark.slow
 def test_train_page_tiny_run_to_completion(runs, monkeypatch):
-    monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", json.dumps(
-        {"train_digits": 512, "batch_size": 64, "time_limit_s": 0}))
+    monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", json.dumps(TINY_NET))
     at = page("train").run()
     at.number_input(key="train_epochs_quick").set_value(2)
     at.form_submit_button[0].click().run()

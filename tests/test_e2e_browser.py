@@ -22,7 +22,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 # A training that finishes in well under a minute on 2 cores; screenshots.py makes it longer.
-TINY_RUN = {"epochs": 2, "train_digits": 512, "batch_size": 64, "time_limit_s": 0}
+TINY_RUN = {"epochs": 2, "train_digits": 512, "val_digits": 256, "batch_size": 64,
+            "widths": [4, 8, 8, 8], "dense_units": 16, "time_limit_s": 0}
 SCREENSHOT_EPOCHS = int(os.environ.get("LOCMNIST_SCREENSHOT_EPOCHS", "1"))
 
 pytestmark = [pytest.mark.e2e,

@@ -83,7 +83,7 @@ def test_overrides_and_bad_settings_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", "{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         jobs.env_overrides()
-    monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", '{"widths": [1]}')
+    monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", '{"learning_rate": 1}')
     with pytest.raises(ValueError, match="may only set"):
         jobs.env_overrides()
     monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", '{"epochs": 1}')
@@ -112,7 +112,8 @@ def test_cancel_escalates_to_sigkill_after_the_grace_period(tmp_path):
 @pytest.mark.slow
 def test_real_training_is_exclusive_and_cancellable(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", json.dumps(
-        {"epochs": 30, "train_digits": 2048, "batch_size": 64, "time_limit_s": 0}))
+        {"epochs": 30, "train_digits": 2048, "val_digits": 256, "batch_size": 64,
+         "widths": [4, 8, 8, 8], "dense_units": 16, "time_limit_s": 0}))
     run_id = jobs.start_training("quick", root=tmp_path)
     run_dir = tmp_path / run_id
     assert jobs.active_run_id(tmp_path) == run_id
@@ -127,4 +128,5 @@ def test_real_training_is_exclusive_and_cancellable(tmp_path, monkeypatch):
     # The lock goes with the process (which exits just after writing its final status).
     wait_for(lambda: jobs.active_run_id(tmp_path) is None, 30, "the lock to be released")
     assert not (tmp_path / jobs.LOCK_NAME).exists()
-    assert "--no-progress" in json.loads((run_dir / jobs.JOB_NAME).read_text())["argv"]
+    argv = json.loads((run_dir / jobs.JOB_NAME).read_text())["argv"]
+    assert "--no-progress" in argv and argv[argv.index("--widths") + 1] == "4,8,8,8"
