@@ -78,7 +78,11 @@ def draw_boxes(image, predicted=None, true=None, label: str | None = None,
             x0, y0, x1, y1 = px(box)
             draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=line)
     if label is not None and predicted is not None:
+        from PIL import ImageFont
+
+        size = max(10, 8 * line)
+        font = ImageFont.load_default(size=size)  # Pillow's own scalable font: no system fonts
         x0, y0, _, _ = px(predicted)
-        ty = y0 - 12 * line if y0 >= 12 * line else y0 + line
-        draw.text((x0 + line, ty), label, fill=(255, 40, 40))
+        ty = y0 - size - line if y0 >= size + line else y0 + line
+        draw.text((x0 + line, ty), label, fill=(255, 40, 40), font=font)
     return img
