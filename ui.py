@@ -207,8 +207,8 @@ def model_view(prediction, scale: int = 4):
     """The 75x75 image the model saw, enlarged, with its box."""
     from locmnist.boxes import draw_boxes
 
-    ink = 1.0 - prediction.model_input  # show ink dark on white, as drawn
-    return framed(draw_boxes(ink, predicted=prediction.model_box, scale=scale))
+    # Shown exactly as the model sees it: white ink on black, whatever the input was.
+    return framed(draw_boxes(prediction.model_input, predicted=prediction.model_box, scale=scale))
 
 
 # --- charts ----------------------------------------------------------------------
