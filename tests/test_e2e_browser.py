@@ -265,3 +265,52 @@ def test_train_while_switching_pages_then_compare_in_history(server, page, shots
     from playwright.sync_api import expect
 
     expect(page.get_by_role("combobox", name="Model")).to_have_value(f"Run {run_id} (completed)")
+
+
+def test_eight_sessions_predict_at_once_and_bad_uploads_get_a_clear_error(server, browser,
+                                                                           tmp_path):
+    """Eight browser sessions upload at the same moment: no errors, and every session
+    shows the answer the library gives serially. A renamed HTML file gets st.error."""
+    if not model_path().exists():
+        pytest.skip("the shipped model models/default.keras is missing")
+    from PIL import Image, ImageDraw
+
+    from locmnist.inference import Predictor
+
+    digit = Image.new("L", (240, 200), 255)            # a dark 4 on white paper, off-centre
+    ImageDraw.Draw(digit).line([(150, 20), (70, 120), (170, 120)], fill=20, width=14)
+    ImageDraw.Draw(digit).line([(140, 60), (140, 185)], fill=20, width=14)
+    good = tmp_path / "four.png"
+    digit.save(good)
+    bad = tmp_path / "page.png"
+    bad.write_text("<html><body>not an image</body></html>")
+    serial = Predictor.load(model_path()).predict(good)
+    expected = (str(serial.label), f"{serial.confidence:.1%}")
+
+    pages = []
+    for _ in range(8):
+        pg = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+        pg.set_default_timeout(120_000)
+        pg.goto(server["url"])
+        pg.get_by_role("tab", name="Upload").click()
+        pages.append(pg)
+    inputs = [pg.locator('[data-testid="stFileUploaderDropzoneInput"]') for pg in pages]
+    for box in inputs:               # all eight scripts now run at once on the server
+        box.set_input_files([str(good)])
+    answers = []
+    for pg in pages:
+        value = metric_value(pg, "Predicted digit").filter(has_text=expected[0])
+        value.wait_for()
+        confidence = metric_value(pg, "Confidence").inner_text().strip()
+        answers.append((value.inner_text().strip(), confidence))
+        assert pg.locator('[data-testid="stException"]').count() == 0
+    assert answers == [expected] * 8
+
+    pg = pages[0]
+    inputs[0].set_input_files([str(bad)])
+    alert = pg.locator('[data-testid="stAlert"]').filter(has_text="page.png")
+    alert.wait_for()
+    assert "not a supported image file" in alert.inner_text()
+    assert pg.locator('[data-testid="stException"]').count() == 0
+    for pg in pages:
+        pg.context.close()
