@@ -7,6 +7,7 @@ Run alone with ``pytest -m e2e``.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -299,10 +300,13 @@ def test_eight_sessions_predict_at_once_and_bad_uploads_get_a_clear_error(server
         box.set_input_files([str(good)])
     answers = []
     for pg in pages:
-        value = metric_value(pg, "Predicted digit").filter(has_text=expected[0])
-        value.wait_for()
-        confidence = metric_value(pg, "Confidence").inner_text().strip()
-        answers.append((value.inner_text().strip(), confidence))
+        panel = pg.get_by_role("tabpanel")  # the shown tab, Upload (Draw has its own metric)
+        metric = panel.locator('[data-testid="stMetric"]')
+        metric.filter(has_text="Predicted digit").locator('[data-testid="stMetricValue"]') \
+            .filter(has_text=re.compile(r"^\s*\d\s*$")).wait_for()
+        value = metric.filter(has_text="Predicted digit").locator('[data-testid="stMetricValue"]')
+        confidence = metric.filter(has_text="Confidence").locator('[data-testid="stMetricValue"]')
+        answers.append((value.inner_text().strip(), confidence.inner_text().strip()))
         assert pg.locator('[data-testid="stException"]').count() == 0
     assert answers == [expected] * 8
 
