@@ -11,17 +11,6 @@ RESULT = "evaluation"    # session key: the last result, with what it was comput
 GALLERY = 12
 
 
-class _Batches:
-    """``model(x) -> {'classification', 'bounding_box'}`` over a Predictor, for evaluate_model."""
-
-    def __init__(self, predictor):
-        self.predictor = predictor
-
-    def __call__(self, x, training=False):
-        probs, boxes = self.predictor.predict_canvas(x)
-        return {"classification": probs, "bounding_box": boxes}
-
-
 def render() -> None:
     st.title("Evaluate")
     st.caption("Score a model on the fixed test split: 10,000 canvases made from the MNIST "
@@ -44,7 +33,7 @@ def evaluate(predictor, n: int) -> dict:
 
     bar = st.progress(0.0, text="Preparing the test split...")
     metrics, d = evaluate_model(
-        _Batches(predictor), limit=n, return_details=True,
+        predictor, limit=n, return_details=True,
         progress=lambda f: bar.progress(f, text=f"Predicting: {f:.0%}"))
     bar.empty()
     pred = d["probabilities"].argmax(axis=1)

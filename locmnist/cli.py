@@ -207,7 +207,7 @@ def cmd_evaluate(args) -> int:
     predictor = Predictor.load(args.model)
     if args.set == "wild":
         return _evaluate_wild(predictor, args)
-    metrics = evaluate_model(_CallableModel(predictor), data=args.data, limit=args.limit,
+    metrics = evaluate_model(predictor, data=args.data, limit=args.limit,
                              mnist_path=args.mnist)
     if args.json:
         out = {k: metrics[k] for k in EVAL_KEYS}
@@ -235,17 +235,6 @@ def _evaluate_wild(predictor, args) -> int:
         print(f"{kind:<8}{s['n']:>6}{s['accuracy']:>10.4f}{s['iou_mean']:>10.3f}"
               f"{s['iou_ge_0.5']:>10.3f}{s['no_digit']:>10.3f}")
     return 0
-
-
-class _CallableModel:
-    """Adapts a Predictor to ``model(x) -> {name: array}`` for batch evaluation."""
-
-    def __init__(self, predictor):
-        self.p = predictor
-
-    def __call__(self, x, training=False):
-        probs, boxes = self.p.predict_canvas(x)
-        return {"classification": probs, "bounding_box": boxes}
 
 
 # --- predict ------------------------------------------------------------------

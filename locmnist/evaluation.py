@@ -16,14 +16,22 @@ IOU_THRESHOLDS = (0.5, 0.6, 0.75)
 
 def predict_batches(model, canvases: np.ndarray, batch_size: int = 500,
                     progress: Callable[[float], None] | None = None):
-    """(probabilities (N, 10), boxes (N, 4)) for uint8 or float canvases (N, 75, 75, 1)."""
+    """(probabilities (N, 10), boxes (N, 4)) for uint8 or float canvases (N, 75, 75, 1).
+
+    ``model`` is a Keras model with named outputs, or a ``Predictor`` (anything with
+    ``predict_canvas``), which also covers reference-format and TFLite models.
+    """
     probs, boxes = [], []
     for i in range(0, len(canvases), batch_size):
         x = canvases[i:i + batch_size]
         x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-        out = model(x, training=False)
-        probs.append(np.asarray(out["classification"]))
-        boxes.append(np.asarray(out["bounding_box"]))
+        if hasattr(model, "predict_canvas"):
+            p, b = model.predict_canvas(x)
+        else:
+            out = model(x, training=False)
+            p, b = out["classification"], out["bounding_box"]
+        probs.append(np.asarray(p))
+        boxes.append(np.asarray(b))
         if progress:
             progress(min(1.0, (i + batch_size) / len(canvases)))
     return np.concatenate(probs), np.concatenate(boxes)

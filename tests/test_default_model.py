@@ -15,10 +15,9 @@ def predictor():
 
 
 def test_default_model_floor_on_a_test_slice(predictor):
-    from locmnist.cli import _CallableModel
     from locmnist.evaluation import evaluate_model
 
-    m = evaluate_model(_CallableModel(predictor), limit=2000)
+    m = evaluate_model(predictor, limit=2000)
     assert m["accuracy"] >= 0.98
     assert m["iou_mean"] >= 0.85 and m["iou_ge_0.5"] >= 0.98
 
