@@ -87,7 +87,8 @@ def test_cancel_before_first_epoch_leaves_no_model(tmp_path):
 def test_time_limit(tmp_path):
     result = train(tiny_config(epochs=50, time_limit_s=3.0), tmp_path, evaluate_test=False)
     assert result.status == "completed"
-    assert len(result.history["loss"]) < 50 and result.history["elapsed_s"][-1] < 20
+    # It stopped early, and only once the limit was reached (no wall-clock bound: CI is noisy).
+    assert len(result.history["loss"]) < 50 and result.history["elapsed_s"][-1] >= 3.0
 
 
 def test_unwritable_run_directory(tmp_path):
