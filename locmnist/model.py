@@ -43,6 +43,58 @@ def _build_seed(cfg: Config) -> keras.Model:
     return keras.Model(inputs, {"classification": cls, "bounding_box": box}, name="seed_cnn")
 
 
+@keras.saving.register_keras_serializable(package="locmnist")
+class BoxCrop(layers.Layer):
+    """Resample the square around a box to (size, size): the model's "closer look".
+
+    Inputs: canvases (N, H, W, 1) and normalized boxes (N, 4) = (xmin, ymin, xmax,
+    ymax). The crop is the square of side ``margin * max(box width, box height)``
+    centred on the box, so the digit keeps its aspect ratio and lands at the same
+    scale whatever its size on the canvas (MNIST itself is a 20 px digit centred in
+    28 px: margin 1.4). Outside the canvas is black.
+
+    Resampling is a separable tent filter written as two batched matmuls, so it
+    runs anywhere (TFLite included) and anti-aliases when shrinking: the tent is as
+    wide as one output pixel in source pixels. No gradient flows into the box: the
+    box head is trained by its own loss to hug the ink, not to please the classifier.
+    """
+
+    def __init__(self, size: int = 28, margin: float = 1.4, **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.margin = int(size), float(margin)
+
+    def _weights(self, centre, side, n: int):
+        """(N, size, n) resampling matrix along one axis; centre, side (N,) normalized."""
+        j = ops.arange(self.size, dtype="float32")[None, :, None] + 0.5     # output pixels
+        r = ops.arange(n, dtype="float32")[None, None, :] + 0.5             # source pixels
+        start = (centre - side / 2)[:, None, None] * n                       # in source px
+        step = (side * n / self.size)[:, None, None]                         # source px / output px
+        width = ops.maximum(step, 1.0)
+        d = start + j * step - r                                             # (N, size, n)
+        tent = ops.maximum(0.0, 1.0 - ops.abs(d) / width)
+        # Rows sum to 1, so ink keeps its brightness; a row wholly off the canvas is 0.
+        return tent / ops.maximum(ops.sum(tent, axis=-1, keepdims=True), 1e-6)
+
+    def call(self, images, boxes):
+        boxes = ops.stop_gradient(ops.cast(boxes, "float32"))
+        x0, x1 = ops.minimum(boxes[:, 0], boxes[:, 2]), ops.maximum(boxes[:, 0], boxes[:, 2])
+        y0, y1 = ops.minimum(boxes[:, 1], boxes[:, 3]), ops.maximum(boxes[:, 1], boxes[:, 3])
+        h, w = images.shape[1], images.shape[2]
+        # A floor of 8 canvas pixels keeps a collapsed box from zooming into noise.
+        side = ops.maximum(ops.maximum(x1 - x0, y1 - y0) * self.margin, 8.0 / max(h, w))
+        wy = self._weights((y0 + y1) / 2, side, h)                           # (N, size, H)
+        wx = self._weights((x0 + x1) / 2, side, w)                           # (N, size, W)
+        img = ops.cast(images[..., 0], "float32")                            # (N, H, W)
+        crop = ops.matmul(ops.matmul(wy, img), ops.transpose(wx, (0, 2, 1)))  # (N, size, size)
+        return ops.cast(crop[..., None], self.compute_dtype)
+
+    def compute_output_shape(self, images_shape, boxes_shape):
+        return (images_shape[0], self.size, self.size, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "margin": self.margin}
+
+
 def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, name: str = ""):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
                       name=f"{name}_conv")(x)
@@ -79,9 +131,36 @@ def _build_default(cfg: Config) -> keras.Model:
     # relearned for every position of the digit.
     what = layers.GlobalMaxPooling2D(name="global_pool")(x)
     features = layers.Concatenate(name="what_and_where")([what, where])
-    cls = layers.Dense(10, activation="softmax", name="classification")(features)
     box = layers.Dense(4, activation="sigmoid", name="bounding_box")(where)
+    if cfg.crop_size:
+        features = layers.Concatenate(name="with_closer_look")(
+            [features, _closer_look(inputs, box, cfg)])
+    cls = layers.Dense(10, activation="softmax", name="classification")(features)
     return keras.Model(inputs, {"classification": cls, "bounding_box": box}, name="locmnist_cnn")
+
+
+def _closer_look(inputs, box, cfg: Config):
+    """Classify the digit again from a crop at the predicted box, scale-normalized.
+
+    Digits span 15-70 px on the canvas; the crop brings every one to the same
+    size, as in MNIST itself, so this small CNN need not learn each digit at every
+    scale. The backbone's features stay in the classifier too, for when the box is off.
+    """
+    c0, c1, c2 = cfg.crop_widths
+    g = BoxCrop(cfg.crop_size, name="glimpse")(inputs, box)        # (N, 28, 28, 1)
+    g = _conv_bn(g, c0, name="g1")
+    g = layers.MaxPooling2D(2, padding="same", name="g_pool1")(g)  # (N, 14, 14, c0)
+    g = _conv_bn(g, c1, name="g2")
+    g = _conv_bn(g, c1, name="g3")
+    g = layers.MaxPooling2D(2, padding="same", name="g_pool2")(g)  # (N, 7, 7, c1)
+    g = _conv_bn(g, c2, name="g4")
+    g = layers.MaxPooling2D(2, padding="same", name="g_pool3")(g)  # (N, 4, 4, c2)
+    # The digit is centred in the crop, so where a stroke is carries meaning: flatten.
+    g = layers.Flatten(name="g_flatten")(g)
+    g = layers.Dense(cfg.dense_units, use_bias=False, name="g_dense")(g)
+    g = layers.BatchNormalization(momentum=BN_MOMENTUM, name="g_bn")(g)
+    g = layers.ReLU(name="g_relu")(g)
+    return layers.Dropout(cfg.dropout, name="g_dropout")(g)
 
 
 # --- box losses and metrics -------------------------------------------------

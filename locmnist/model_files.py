@@ -2,8 +2,9 @@
 
 * only ``.keras`` and legacy ``.h5``; nothing is ever unpickled;
 * the file's model config is read as JSON and checked *before* Keras builds
-  anything: only plain Keras layers from an allow-list (no ``Lambda``, which
-  carries marshalled Python bytecode, no custom classes, no foreign modules);
+  anything: only plain Keras layers from an allow-list and our own ``BoxCrop``
+  (no ``Lambda``, which carries marshalled Python bytecode, no other custom
+  classes, no foreign modules);
   ``.keras`` files are then loaded in Keras safe mode as a second line;
 * size limits on the file and, for ``.keras`` (a zip), on what it unpacks to;
 * the input must be (75, 75, 1); there must be a softmax(10) and a box(4) output,
@@ -27,6 +28,10 @@ ALLOWED_LAYERS = {
     "DepthwiseConv2D", "Add", "Concatenate", "Reshape", "ZeroPadding2D", "LeakyReLU",
     "Rescaling", "SpatialDropout2D", "LayerNormalization",
 }
+# Our own layers, by (module, class): plain math with a get_config, nothing else.
+# Keras resolves both spellings to the class we registered, never to anything else.
+OUR_LAYERS = {("locmnist.model", "BoxCrop"),     # .keras
+              (None, "locmnist>BoxCrop")}        # legacy .h5
 # Non-layer objects that appear inside layer configs.
 ALLOWED_HELPERS = {
     "GlorotUniform", "GlorotNormal", "HeNormal", "HeUniform", "LecunNormal", "LecunUniform",
@@ -139,11 +144,14 @@ def check_layers(config: dict, name: str = "model") -> None:
 
     def walk(o):
         if isinstance(o, dict):
-            if "class_name" in o and isinstance(o.get("config"), (dict, type(None))):
-                found.add(str(o["class_name"]))
             module = o.get("module")  # e.g. a function reference: {"module": "os", ...}
-            if "class_name" in o and module is not None and not str(module).startswith("keras"):
-                modules.add(str(module))
+            if (module, o.get("class_name")) in OUR_LAYERS:
+                pass  # allowed by module and name together, never by name alone
+            elif "class_name" in o:
+                if isinstance(o.get("config"), (dict, type(None))):
+                    found.add(str(o["class_name"]))
+                if module is not None and not str(module).startswith("keras"):
+                    modules.add(str(module))
             for v in o.values():
                 walk(v)
         elif isinstance(o, list):

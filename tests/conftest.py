@@ -23,7 +23,7 @@ def tiny_config(**overrides):
     from locmnist.config import preset
 
     base = dict(epochs=2, train_digits=1024, val_digits=256, batch_size=64,
-                widths=(8, 16, 16, 16), dense_units=32, time_limit_s=0.0,
+                widths=(8, 16, 16, 16), crop_widths=(8, 8, 8), dense_units=32, time_limit_s=0.0,
                 learning_rate=3e-3, warmup_epochs=0.0)
     base.update(overrides)
     return preset("quick", **base)

@@ -62,3 +62,58 @@ def test_config_roundtrip_and_validation(tmp_path):
         Config(data="nope")
     with pytest.raises(ValueError):
         preset("huge")
+
+
+def _square_canvas(x0: int, y0: int, side: int) -> np.ndarray:
+    canvas = np.zeros((1, 75, 75, 1), np.float32)
+    canvas[0, y0:y0 + side, x0:x0 + side] = 1.0
+    return canvas
+
+
+def test_box_crop_at_unit_scale_copies_pixels_exactly():
+    from locmnist.model import BoxCrop
+
+    # A 20 px square at (10, 10); margin 1.4 makes a 28 px window: one canvas pixel
+    # per crop pixel, so the crop is an exact copy with the square at 4..24.
+    canvas = _square_canvas(10, 10, 20)
+    box = np.array([[10, 10, 30, 30]], np.float32) / 75
+    crop = np.asarray(BoxCrop(28, margin=1.4)(canvas, box))[0, ..., 0]
+    expected = np.zeros((28, 28), np.float32)
+    expected[4:24, 4:24] = 1.0
+    assert np.allclose(crop, expected, atol=1e-5)
+
+
+def test_box_crop_normalizes_scale_and_keeps_brightness():
+    from locmnist.model import BoxCrop
+
+    # A 60 px square shrinks by 60 * 1.4 / 28 = 3: it fills 20 of 28 crop pixels, and
+    # the anti-aliasing tent keeps its inside at full brightness.
+    canvas = _square_canvas(5, 8, 60)
+    box = np.array([[5, 8, 65, 68]], np.float32) / 75
+    crop = np.asarray(BoxCrop(28)(canvas, box))[0, ..., 0]
+    assert np.allclose(crop[6:22, 6:22], 1.0, atol=1e-5)
+    assert np.allclose(crop[:3], 0.0) and np.allclose(crop[:, -3:], 0.0)
+    assert crop.sum() == pytest.approx(20 * 20, rel=0.05)
+
+
+def test_box_crop_off_the_canvas_is_black_and_passes_no_gradient_to_the_box():
+    import tensorflow as tf
+
+    from locmnist.model import BoxCrop
+
+    canvas = tf.constant(np.ones((1, 75, 75, 1), np.float32))
+    box = tf.Variable([[0.9, 0.9, 1.0, 1.0]])  # a corner: most of the window is outside
+    with tf.GradientTape() as tape:
+        crop = BoxCrop(28)(canvas, box)
+        total = tf.reduce_sum(crop)
+    crop = crop.numpy()[0, ..., 0]
+    assert crop[-1, -1] == 0.0 and crop[0, 0] == pytest.approx(1.0)
+    assert tape.gradient(total, box) is None
+
+
+def test_box_crop_config_roundtrip():
+    from locmnist.model import BoxCrop
+
+    layer = BoxCrop(24, margin=1.2, name="g")
+    again = BoxCrop.from_config(layer.get_config())
+    assert (again.size, again.margin, again.name) == (24, 1.2, "g")

@@ -195,3 +195,13 @@ def test_wrong_outputs_are_refused(suffix, tmp_path):
     path = save(reference_list_model(n_outputs=1), tmp_path / f"classifier{suffix}")
     with pytest.raises(InvalidModel, match="two outputs"):
         load_model_file(path)
+
+
+def test_our_crop_layer_is_allowed_only_from_our_module():
+    from locmnist.model_files import check_layers
+
+    ours = {"class_name": "BoxCrop", "module": "locmnist.model", "config": {"size": 28}}
+    check_layers({"config": {"layers": [ours]}})          # ours: fine
+    for fake in ({**ours, "module": "evil.layers"}, {**ours, "module": None}):
+        with pytest.raises(InvalidModel, match="not allowed"):
+            check_layers({"config": {"layers": [fake]}})
