@@ -10,6 +10,7 @@ import re
 import secrets
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,19 @@ def load_predictor(path: Path | None):
         return None
 
 
+UPLOAD_MAX_AGE_S = 24 * 3600  # a public server must not fill its disk with strangers' models
+
+
+def _prune_uploads(folder: Path) -> None:
+    """Delete uploaded models older than a day (a session holding one gets a clear error)."""
+    for old in folder.glob("*.keras"):
+        try:
+            if time.time() - old.stat().st_mtime > UPLOAD_MAX_AGE_S:
+                old.unlink()
+        except OSError:
+            pass  # another server process pruned it first
+
+
 def _uploaded_model(key: str) -> str | None:
     """Save an uploaded model under a generated name, validate it, make it active."""
     from locmnist.model_files import MAX_MODEL_BYTES, InvalidModel
@@ -156,10 +170,13 @@ def _uploaded_model(key: str) -> str | None:
     saved = st.session_state.setdefault("upload_paths", {})
     path = saved.get(f.file_id)
     if path is None:
+        from locmnist.files import atomic_write
+
         folder = Path(tempfile.gettempdir()) / "locmnist-uploads"
         folder.mkdir(exist_ok=True)
+        _prune_uploads(folder)
         path = str(folder / f"{secrets.token_hex(8)}.keras")  # never the user's name as a path
-        Path(path).write_bytes(f.getvalue())
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(f.getvalue()), suffix=".keras")
         saved[f.file_id] = path
     try:
         get_predictor(Path(path))

@@ -55,8 +55,11 @@ def training_form() -> str | None:
                             key=f"train_heights_{name}",
                             help="The scale range of synthesized digits.")
         limit = f"; it stops after {base.time_limit_s:.0f} s" if base.time_limit_s else ""
+        look = (f", a closer look at a {base.crop_size}×{base.crop_size} crop "
+                f"(widths {list(base.crop_widths)})" if base.crop_size and base.arch == "default"
+                else "")
         st.caption(f"Batch {base.batch_size}, learning rate {base.learning_rate:g}, "
-                   f"conv widths {list(base.widths)}{limit}.")
+                   f"conv widths {list(base.widths)}{look}{limit}.")
         if overrides:
             st.caption(f"Server overrides from LOCMNIST_TRAIN_OVERRIDES: {overrides}")
         submitted = st.form_submit_button("Start training", type="primary")

@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--val-digits", type=int, help="digits held out for validation curves")
     t.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")),
                    help="conv widths of the default architecture, e.g. 16,32,64,128")
-    t.add_argument("--dense-units", type=int, help="units of the shared dense layer")
+    t.add_argument("--dense-units", type=int, help="units of each branch's dense layer")
+    t.add_argument("--crop-size", type=int,
+                   help="side of the closer look's crop (0 = classify from the backbone only)")
     t.add_argument("--min-height", type=float, help="smallest digit height in canvas pixels")
     t.add_argument("--max-height", type=float, help="largest digit height in canvas pixels")
     t.add_argument("--time-limit", type=float, help="stop training after this many seconds")
@@ -148,7 +150,8 @@ def cmd_train(args) -> int:
 
     cfg = preset(args.preset, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                  train_digits=args.train_digits, val_digits=args.val_digits,
-                 widths=args.widths, dense_units=args.dense_units, min_height=args.min_height,
+                 widths=args.widths, dense_units=args.dense_units, crop_size=args.crop_size,
+                 min_height=args.min_height,
                  max_height=args.max_height, time_limit_s=args.time_limit, seed=args.seed)
     out = Path(args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}")
     cancel = threading.Event()

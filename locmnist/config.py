@@ -96,7 +96,7 @@ def preset(name: str, **overrides) -> Config:
         cfg = Config(preset="default")
     elif name == "quick":
         # The Train page's run: a narrower net and a 60 s budget on 2 cores.
-        # 48k canvases (2 x 24k digits) take about a minute here; the time limit is a guard.
+        # 48k canvases (2 x 24k digits) take about 52 s here; the time limit is a guard.
         cfg = Config(preset="quick", widths=(16, 32, 48, 64), crop_widths=(16, 32, 64),
                      epochs=2, train_digits=24_000, batch_size=128, learning_rate=4e-3,
                      warmup_epochs=0.2, time_limit_s=60.0)

@@ -36,8 +36,9 @@ LIVE_STATES = ("starting", "running", "evaluating")
 # Form field -> CLI flag. Only what `python -m locmnist train` accepts.
 CLI_FLAGS = {"data": "--data", "epochs": "--epochs", "batch_size": "--batch-size",
              "train_digits": "--train-digits", "val_digits": "--val-digits",
-             "widths": "--widths", "dense_units": "--dense-units", "min_height": "--min-height",
-             "max_height": "--max-height", "time_limit_s": "--time-limit", "seed": "--seed"}
+             "widths": "--widths", "dense_units": "--dense-units", "crop_size": "--crop-size",
+             "min_height": "--min-height", "max_height": "--max-height",
+             "time_limit_s": "--time-limit", "seed": "--seed"}
 
 
 class TrainingBusy(RuntimeError):

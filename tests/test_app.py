@@ -214,3 +214,16 @@ def test_the_cancel_button_stops_a_run(runs, monkeypatch):
     assert not at.exception
     assert at.subheader[0].value == f"Run {run_id}: cancelled"
     assert jobs.active_run_id(runs) is None
+
+
+def test_uploaded_models_older_than_a_day_are_pruned(tmp_path):
+    import ui
+
+    old, fresh, other = tmp_path / "a.keras", tmp_path / "b.keras", tmp_path / "notes.txt"
+    for f in (old, fresh, other):
+        f.write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    os.utime(other, (two_days_ago, two_days_ago))
+    ui._prune_uploads(tmp_path)
+    assert not old.exists() and fresh.exists() and other.exists()
