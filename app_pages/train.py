@@ -24,9 +24,16 @@ def render() -> None:
         st.info(f"A training run is in progress ({active}); it is shown below.")
     started = training_form()
     watched = started or active or st.session_state.get(WATCHED_RUN)
+    latest_only = False
+    if not watched:
+        # A refresh starts a new session: show the server's last run rather than nothing.
+        runs = jobs.list_runs()
+        watched, latest_only = (runs[0].id, True) if runs else (None, False)
     if watched and watched != "starting":
         st.session_state[WATCHED_RUN] = watched
         st.divider()
+        if latest_only:
+            st.caption("The latest run on this server; the History page has every run.")
         run_dir = jobs.runs_dir() / watched
         if jobs.run_info(run_dir).live:
             live_panel(run_dir)
@@ -40,7 +47,7 @@ def training_form() -> str | None:
 
     name = st.selectbox("Preset", PRESETS, index=PRESETS.index("quick"), key="train_preset",
                         help="quick: a small net for about a minute on a laptop CPU; "
-                             "default: the shipped model's recipe (hours on CPU); "
+                             "default: the shipped model's recipe (about 15 minutes on 2 CPU cores); "
                              "seed: the reference notebook's CNN and data.")
     overrides = jobs.env_overrides()
     # The form starts from what a run will use: the preset, then any server overrides.

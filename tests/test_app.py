@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from locmnist import jobs
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `import ui` and `app_pages` live at the repo root
     sys.path.insert(0, str(REPO))
@@ -154,6 +156,13 @@ def test_train_page_tiny_run_to_completion(runs, monkeypatch):
     at.button(key="train_use_model").click().run()
     assert at.session_state["active_model"] == str(runs / run_id / "model.keras")
 
+    deadline = time.monotonic() + 60  # the trainer exits (and frees the lock) after "completed"
+    while time.monotonic() < deadline and jobs.active_run_id(runs):
+        time.sleep(0.5)
+    refreshed = page("train").run()  # a refresh is a new session: the last run is still shown
+    assert refreshed.subheader[0].value == f"Run {run_id}: completed"
+    assert any("latest run on this server" in c.value for c in refreshed.caption)
+
     hist = page("history").run()
     assert not hist.exception
     assert any(run_id in o for o in hist.multiselect(key="history_runs").options)
@@ -198,7 +207,6 @@ def test_without_any_model_the_pages_say_so(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_the_cancel_button_stops_a_run(runs, monkeypatch):
-    from locmnist import jobs
 
     monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", json.dumps(
         {"epochs": 50, "train_digits": 4096, "batch_size": 64, "time_limit_s": 0}))
