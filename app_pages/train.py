@@ -24,11 +24,9 @@ def render() -> None:
         st.info(f"A training run is in progress ({active}); it is shown below.")
     started = training_form()
     watched = started or active or st.session_state.get(WATCHED_RUN)
-    latest_only = False
-    if not watched:
-        # A refresh starts a new session: show the server's last run rather than nothing.
-        runs = jobs.list_runs()
-        watched, latest_only = (runs[0].id, True) if runs else (None, False)
+    # A refresh starts a new session: show the server's last run rather than nothing.
+    latest_only = not watched
+    watched = watched or jobs.latest_run_id()
     if watched and watched != "starting":
         st.session_state[WATCHED_RUN] = watched
         st.divider()
@@ -47,7 +45,8 @@ def training_form() -> str | None:
 
     name = st.selectbox("Preset", PRESETS, index=PRESETS.index("quick"), key="train_preset",
                         help="quick: a small net for about a minute on a laptop CPU; "
-                             "default: the shipped model's recipe (about 15 minutes on 2 CPU cores); "
+                             "default: the shipped model's recipe (about 15 minutes on "
+                             "2 CPU cores); "
                              "seed: the reference notebook's CNN and data.")
     overrides = jobs.env_overrides()
     # The form starts from what a run will use: the preset, then any server overrides.

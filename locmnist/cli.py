@@ -151,8 +151,8 @@ def cmd_train(args) -> int:
     cfg = preset(args.preset, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                  train_digits=args.train_digits, val_digits=args.val_digits,
                  widths=args.widths, dense_units=args.dense_units, crop_size=args.crop_size,
-                 min_height=args.min_height,
-                 max_height=args.max_height, time_limit_s=args.time_limit, seed=args.seed)
+                 min_height=args.min_height, max_height=args.max_height,
+                 time_limit_s=args.time_limit, seed=args.seed)
     out = Path(args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}")
     cancel = threading.Event()
 

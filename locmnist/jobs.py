@@ -323,12 +323,22 @@ def _started(run_dir: Path) -> float:
     return 0.0
 
 
-def list_runs(root: Path | None = None) -> list[RunInfo]:
+def _run_dirs(root: Path | None = None) -> list[Path]:
     """Every run directory under the runs dir, newest first."""
     root = root or runs_dir()
     if not root.is_dir():
         return []
     dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
             and ((p / "status.json").exists() or (p / JOB_NAME).exists())]
-    dirs.sort(key=_started, reverse=True)
-    return [run_info(p) for p in dirs]
+    return sorted(dirs, key=_started, reverse=True)
+
+
+def list_runs(root: Path | None = None) -> list[RunInfo]:
+    """Every run, newest first."""
+    return [run_info(p) for p in _run_dirs(root)]
+
+
+def latest_run_id(root: Path | None = None) -> str | None:
+    """The newest run's id, without reading every run's state."""
+    dirs = _run_dirs(root)
+    return dirs[0].name if dirs else None

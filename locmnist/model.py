@@ -102,6 +102,13 @@ def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, name: str = "")
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
+def _dense_bn(x, units: int, dropout: float, name: str, dropout_name: str | None = None):
+    x = layers.Dense(units, use_bias=False, name=f"{name}_dense")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = layers.ReLU(name=f"{name}_relu")(x)
+    return layers.Dropout(dropout, name=dropout_name or f"{name}_dropout")(x)
+
+
 def _build_default(cfg: Config) -> keras.Model:
     """Our design: two strided convs, BN conv stages, a spatial flatten for the box.
 
@@ -123,10 +130,8 @@ def _build_default(cfg: Config) -> keras.Model:
     x = _conv_bn(x, w3, name="s4")                                  # sees the largest digits
     # Where: the flattened map feeds a dense layer that both heads share.
     where = layers.Flatten(name="flatten")(x)
-    where = layers.Dense(cfg.dense_units, use_bias=False, name="shared_dense")(where)
-    where = layers.BatchNormalization(momentum=BN_MOMENTUM, name="shared_bn")(where)
-    where = layers.ReLU(name="shared_relu")(where)
-    where = layers.Dropout(cfg.dropout, name="dropout")(where)
+    # "dropout": the layer name that models saved before the closer look carry.
+    where = _dense_bn(where, cfg.dense_units, cfg.dropout, "shared", dropout_name="dropout")
     # What: global pooling is translation invariant, so the class need not be
     # relearned for every position of the digit.
     what = layers.GlobalMaxPooling2D(name="global_pool")(x)
@@ -157,10 +162,7 @@ def _closer_look(inputs, box, cfg: Config):
     g = layers.MaxPooling2D(2, padding="same", name="g_pool3")(g)  # (N, 4, 4, c2)
     # The digit is centred in the crop, so where a stroke is carries meaning: flatten.
     g = layers.Flatten(name="g_flatten")(g)
-    g = layers.Dense(cfg.dense_units, use_bias=False, name="g_dense")(g)
-    g = layers.BatchNormalization(momentum=BN_MOMENTUM, name="g_bn")(g)
-    g = layers.ReLU(name="g_relu")(g)
-    return layers.Dropout(cfg.dropout, name="g_dropout")(g)
+    return _dense_bn(g, cfg.dense_units, cfg.dropout, "g")
 
 
 # --- box losses and metrics -------------------------------------------------

@@ -145,9 +145,8 @@ def check_layers(config: dict, name: str = "model") -> None:
     def walk(o):
         if isinstance(o, dict):
             module = o.get("module")  # e.g. a function reference: {"module": "os", ...}
-            if (module, o.get("class_name")) in OUR_LAYERS:
-                pass  # allowed by module and name together, never by name alone
-            elif "class_name" in o:
+            # Our layers pass by module and name together, never by name alone.
+            if "class_name" in o and (module, o["class_name"]) not in OUR_LAYERS:
                 if isinstance(o.get("config"), (dict, type(None))):
                     found.add(str(o["class_name"]))
                 if module is not None and not str(module).startswith("keras"):

@@ -51,6 +51,12 @@ def runs(tmp_path, monkeypatch):
     return tmp_path / "runs"
 
 
+def wait_until_no_run_is_active(runs: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and jobs.active_run_id(runs):
+        time.sleep(0.5)
+
+
 def mnist_test_png(index: int) -> tuple[bytes, int]:
     """(PNG, label) of a real MNIST test digit: dark ink on white paper, 4x enlarged, off-centre."""
     from PIL import Image
@@ -156,9 +162,7 @@ def test_train_page_tiny_run_to_completion(runs, monkeypatch):
     at.button(key="train_use_model").click().run()
     assert at.session_state["active_model"] == str(runs / run_id / "model.keras")
 
-    deadline = time.monotonic() + 60  # the trainer exits (and frees the lock) after "completed"
-    while time.monotonic() < deadline and jobs.active_run_id(runs):
-        time.sleep(0.5)
+    wait_until_no_run_is_active(runs)  # the trainer exits (freeing the lock) after "completed"
     refreshed = page("train").run()  # a refresh is a new session: the last run is still shown
     assert refreshed.subheader[0].value == f"Run {run_id}: completed"
     assert any("latest run on this server" in c.value for c in refreshed.caption)
@@ -215,9 +219,7 @@ def test_the_cancel_button_stops_a_run(runs, monkeypatch):
     run_id = at.session_state["train_run"]
     at.button(key="train_cancel").click().run()
     assert (runs / run_id / jobs.CANCEL_FILE).exists()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and jobs.active_run_id(runs):
-        time.sleep(0.5)
+    wait_until_no_run_is_active(runs)
     at.run()
     assert not at.exception
     assert at.subheader[0].value == f"Run {run_id}: cancelled"
