@@ -76,7 +76,8 @@ def confusion_figure(matrix):
                                texttemplate="%{text}",
                                hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
     fig.update_layout(title="Confusion matrix", xaxis=dict(title="predicted", dtick=1),
-                      yaxis=dict(title="true", dtick=1, autorange="reversed"), height=420, margin=dict(l=10, r=10, t=40, b=10))
+                      yaxis=dict(title="true", dtick=1, autorange="reversed"), height=420,
+                      margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
