@@ -156,6 +156,31 @@ def _prune_uploads(folder: Path) -> None:
             pass  # another server process pruned it first
 
 
+def _save_checked_upload(data: bytes, name: str) -> str:
+    """Check an uploaded model from memory, save it under a generated name, trial-load it.
+
+    The JSON config is checked before anything is written; the saved file is then
+    built once in a memory-capped child process, so a model that needs more than
+    the cap fails there, never in the server. Raises InvalidModel.
+    """
+    from locmnist.files import atomic_write
+    from locmnist.model_files import InvalidModel, check_keras_bytes, trial_load
+
+    check_keras_bytes(data, name)
+    folder = Path(tempfile.gettempdir()) / "locmnist-uploads"
+    folder.mkdir(exist_ok=True)
+    _prune_uploads(folder)
+    path = str(folder / f"{secrets.token_hex(8)}.keras")  # never the user's name as a path
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), suffix=".keras")
+    try:
+        with st.spinner("Checking the model in a sandboxed process..."):
+            trial_load(path)
+    except InvalidModel:
+        Path(path).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _uploaded_model(key: str) -> str | None:
     """Save an uploaded model under a generated name, validate it, make it active."""
     from locmnist.model_files import MAX_MODEL_BYTES, InvalidModel
@@ -169,19 +194,13 @@ def _uploaded_model(key: str) -> str | None:
         return None
     saved = st.session_state.setdefault("upload_paths", {})
     path = saved.get(f.file_id)
-    if path is None:
-        from locmnist.files import atomic_write
-
-        folder = Path(tempfile.gettempdir()) / "locmnist-uploads"
-        folder.mkdir(exist_ok=True)
-        _prune_uploads(folder)
-        path = str(folder / f"{secrets.token_hex(8)}.keras")  # never the user's name as a path
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(f.getvalue()), suffix=".keras")
-        saved[f.file_id] = path
     try:
+        if path is None:
+            path = _save_checked_upload(f.getvalue(), f.name)
+            saved[f.file_id] = path
         get_predictor(Path(path))
     except InvalidModel as e:
-        st.error(md_escape(str(e).replace(Path(path).name, f.name)))
+        st.error(md_escape(str(e).replace(Path(path).name, f.name) if path else str(e)))
         return None
     st.session_state.setdefault(UPLOADED_MODELS, {})[path] = f.name
     use_model(Path(path))

@@ -2,10 +2,13 @@
 
 * only ``.keras`` and legacy ``.h5``; nothing is ever unpickled;
 * the file's model config is read as JSON and checked *before* Keras builds
-  anything: only plain Keras layers from an allow-list and our own ``BoxCrop``
-  (no ``Lambda``, which carries marshalled Python bytecode, no other custom
-  classes, no foreign modules);
-  ``.keras`` files are then loaded in Keras safe mode as a second line;
+  anything (``locmnist.model_checks``): only listed Keras layers, initializers and
+  activations and our own ``BoxCrop`` (no ``Lambda``, which carries marshalled
+  Python bytecode, no other custom classes or functions, no foreign modules), and
+  bounded sizes and parameter count; ``.keras`` files are then loaded in Keras
+  safe mode as a second line;
+* ``trial_load`` builds a stranger's file in a child process under a memory
+  limit first, so whatever the static checks missed cannot grow the server;
 * size limits on the file and, for ``.keras`` (a zip), on what it unpacks to;
 * the input must be (75, 75, 1); there must be a softmax(10) and a box(4) output,
   named or in the reference's list order;
@@ -15,31 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
+from locmnist.model_checks import ConfigRefused, check_config
+
 MAX_MODEL_BYTES = 50 * 1024 * 1024
 MAX_UNPACKED_BYTES = 4 * MAX_MODEL_BYTES   # a zip bomb posing as .keras stops here
-
-ALLOWED_LAYERS = {
-    "InputLayer", "Conv2D", "Dense", "AveragePooling2D", "MaxPooling2D", "Flatten",
-    "Dropout", "BatchNormalization", "ReLU", "Activation", "GlobalAveragePooling2D",
-    "GlobalMaxPooling2D", "Functional", "Model", "Sequential", "SeparableConv2D",
-    "DepthwiseConv2D", "Add", "Concatenate", "Reshape", "ZeroPadding2D", "LeakyReLU",
-    "Rescaling", "SpatialDropout2D", "LayerNormalization",
-}
-# Our own layers, by (module, class): plain math with a get_config, nothing else.
-# Keras resolves both spellings to the class we registered, never to anything else.
-OUR_LAYERS = {("locmnist.model", "BoxCrop"),     # .keras
-              (None, "locmnist>BoxCrop")}        # legacy .h5
-# Non-layer objects that appear inside layer configs.
-ALLOWED_HELPERS = {
-    "GlorotUniform", "GlorotNormal", "HeNormal", "HeUniform", "LecunNormal", "LecunUniform",
-    "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform", "TruncatedNormal",
-    "VarianceScaling", "Orthogonal", "L1", "L2", "L1L2", "DTypePolicy", "Policy",
-    "FloatDTypePolicy", "__keras_tensor__",
-}
-
 
 class InvalidModel(ValueError):
     """The file is not a usable locmnist model; the message says why."""
@@ -75,7 +62,7 @@ def load_model_file(path: str | os.PathLike):
         config = _h5_model_config(p)
     else:
         config = _keras_zip_model_config(p)
-    check_layers(config, p.name)
+    check_layers(config, p.name, keras_format=p.suffix.lower() == ".keras")
     try:
         model = keras.models.load_model(p, compile=False, safe_mode=True)
     except Exception as e:
@@ -108,24 +95,35 @@ def _h5_model_config(p: Path) -> dict:
     return _parse_json(raw, p.name)
 
 
-def _keras_zip_model_config(p: Path) -> dict:
-    """The config.json inside a .keras zip, after checking what the zip unpacks to."""
+def check_keras_bytes(data: bytes, name: str) -> None:
+    """The static checks of ``load_model_file`` on an upload still in memory, before it is saved."""
+    import io
+
+    if len(data) > MAX_MODEL_BYTES:
+        raise InvalidModel(f"{name} is {len(data) / 2**20:.0f} MB; "
+                           f"the limit is {MAX_MODEL_BYTES // 2**20} MB")
+    check_layers(_keras_zip_model_config(io.BytesIO(data), name), name, keras_format=True)
+
+
+def _keras_zip_model_config(p, name: str | None = None) -> dict:
+    """The config.json inside a .keras zip (a path or file object), after checking what it unpacks to."""
+    name = name or Path(p).name
     try:
         with zipfile.ZipFile(p) as z:
             unpacked = sum(i.file_size for i in z.infolist())
             if unpacked > MAX_UNPACKED_BYTES:
-                raise InvalidModel(f"{p.name} unpacks to {unpacked / 2**20:.0f} MB; "
+                raise InvalidModel(f"{name} unpacks to {unpacked / 2**20:.0f} MB; "
                                    f"the limit is {MAX_UNPACKED_BYTES // 2**20} MB")
             if "config.json" not in z.namelist():
-                raise InvalidModel(f"{p.name} is a zip file but not a Keras model "
+                raise InvalidModel(f"{name} is a zip file but not a Keras model "
                                    f"(no config.json)")
             info = z.getinfo("config.json")
             if info.file_size > 10 * 2**20:
-                raise InvalidModel(f"{p.name} has an implausibly large model config")
+                raise InvalidModel(f"{name} has an implausibly large model config")
             raw = z.read("config.json")
     except (zipfile.BadZipFile, OSError, EOFError):
-        raise InvalidModel(f"{p.name} is not a .keras model file (not a valid zip)") from None
-    return _parse_json(raw, p.name)
+        raise InvalidModel(f"{name} is not a .keras model file (not a valid zip)") from None
+    return _parse_json(raw, name)
 
 
 def _parse_json(raw, name: str) -> dict:
@@ -138,34 +136,54 @@ def _parse_json(raw, name: str) -> dict:
     return config
 
 
-def check_layers(config: dict, name: str = "model") -> None:
-    """Refuse any class outside the allow-lists, or from a module outside Keras."""
-    found, modules = set(), set()
+def check_layers(config: dict, name: str = "model", *, keras_format: bool = False) -> None:
+    """Refuse anything outside the allow-lists or limits (see ``locmnist.model_checks``)."""
+    try:
+        check_config(config, needs_build_shapes=keras_format)
+    except ConfigRefused as e:
+        raise InvalidModel(f"{name} {e}") from None
 
-    def walk(o):
-        if isinstance(o, dict):
-            module = o.get("module")  # e.g. a function reference: {"module": "os", ...}
-            # Our layers pass by module and name together, never by name alone.
-            if "class_name" in o and (module, o["class_name"]) not in OUR_LAYERS:
-                if isinstance(o.get("config"), (dict, type(None))):
-                    found.add(str(o["class_name"]))
-                if module is not None and not str(module).startswith("keras"):
-                    modules.add(str(module))
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
 
-    # The training setup (optimizer, losses) is not loaded: compile=False.
-    walk({k: v for k, v in config.items() if k != "compile_config"})
-    bad = sorted(c for c in found if c not in ALLOWED_LAYERS | ALLOWED_HELPERS)
-    if "Lambda" in bad:
-        raise InvalidModel(f"{name} contains a Lambda layer, i.e. Python code; "
-                           f"it is refused for safety")
-    if bad or modules:
-        what = ", ".join(bad + sorted(modules))
-        raise InvalidModel(f"{name} uses layers or modules that are not allowed: {what[:300]}")
+TRIAL_MEMORY_BYTES = 3 * 2**30   # address space: TensorFlow alone reserves ~2 GB of it
+TRIAL_TIMEOUT_S = 120.0
+
+
+def trial_load(path: str | os.PathLike, memory_bytes: int = TRIAL_MEMORY_BYTES,
+               timeout_s: float = TRIAL_TIMEOUT_S) -> None:
+    """Load ``path`` in a child process capped at ``memory_bytes``; raise InvalidModel if that fails.
+
+    For files from strangers, before the server loads them itself: a model that
+    needs more memory or time than allowed fails in the child, never in the server.
+    """
+    p = resolve_model_path(path)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "locmnist.model_files", str(p),
+                               str(int(memory_bytes))], env=env, capture_output=True,
+                              text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise InvalidModel(f"{p.name} took more than {timeout_s:.0f} s to load") from None
+    if done.returncode == 0:
+        return
+    lines = [ln for ln in done.stdout.strip().splitlines() if ln.startswith("refused: ")]
+    if lines:
+        raise InvalidModel(lines[-1].removeprefix("refused: "))
+    raise InvalidModel(f"{p.name} could not be loaded within "
+                       f"{memory_bytes / 2**30:.1f} GB of memory")
+
+
+def _trial_main(argv: list[str]) -> int:
+    """The child of ``trial_load``: cap the address space, then load and check."""
+    import resource
+
+    limit = int(argv[1])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        load_model_file(argv[0])
+    except InvalidModel as e:
+        print(f"refused: {e}", flush=True)
+        return 2
+    return 0
 
 
 def output_roles(model) -> tuple:
@@ -194,3 +212,7 @@ def check_model(model, name: str = "model") -> None:
     if len(shapes) != 1 or tuple(shapes[0][1:]) != (75, 75, 1):
         raise InvalidModel(f"{name}: expected one input of shape (75, 75, 1); got {shapes}")
     output_roles(model)
+
+
+if __name__ == "__main__":
+    sys.exit(_trial_main(sys.argv[1:]))

@@ -119,6 +119,36 @@ def test_an_invalid_uploaded_model_is_a_clear_error(tmp_path):
     assert [m.value for m in at.metric] == ["—"]  # only the empty canvas: nothing predicted
 
 
+def test_a_crafted_huge_model_upload_is_refused_before_it_is_saved(tmp_path, monkeypatch):
+    """Issue 12 finding 2/6: a few-KB .keras asking for 4.5 GB of weights."""
+    import tempfile
+    import zipfile
+
+    import keras
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    inputs = keras.Input((75, 75, 1))
+    x = keras.layers.Flatten()(inputs)
+    keras.Model(inputs, [keras.layers.Dense(10, activation="softmax")(x),
+                         keras.layers.Dense(4)(x)]).save(tmp_path / "small.keras")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(tmp_path / "small.keras") as src, zipfile.ZipFile(buf, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                cfg = json.loads(data)
+                cfg["config"]["layers"][-1]["config"]["units"] = 200_000
+                data = json.dumps(cfg).encode()
+            dst.writestr(item, data)
+    at = page("predict").run()
+    at.selectbox(key="predict_model").set_value("__upload__").run()
+    at.file_uploader(key="predict_model_upload").upload("big.keras", buf.getvalue()).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "units 200,000" in errors[0], errors
+    assert not (tmp_path / "locmnist-uploads").exists()  # refused from memory: nothing written
+
+
 @needs_model
 def test_evaluate_a_sample_of_the_test_split():
     at = page("evaluate").run()
