@@ -207,6 +207,62 @@ def _uploaded_model(key: str) -> str | None:
     return Path(path)
 
 
+def server_settings():
+    """The server's limits (``locmnist.settings``): env vars, secrets.toml, safe defaults."""
+    from locmnist.settings import ServerSettings
+
+    return ServerSettings.load()
+
+
+UPLOAD_CACHE = "upload_predictions"  # session key: {(model, mtime, sha256): result}
+
+
+def predict_upload(predictor, model_path, data: bytes):
+    """(Prediction, small display image) for an uploaded image, cached by content hash.
+
+    A rerun (every canvas stroke) finds the result here instead of decoding and
+    predicting every upload again. Per session, and at most 32 entries. Raises InvalidImage.
+    """
+    import hashlib
+
+    from locmnist.preprocess import InvalidImage, open_image
+
+    try:
+        mtime = Path(model_path).stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    key = (str(model_path), mtime, hashlib.sha256(data).hexdigest())
+    cache = st.session_state.setdefault(UPLOAD_CACHE, {})
+    if key not in cache:
+        try:
+            image = open_image(data)
+            result = (predictor.predict(image), display_copy(image))
+        except InvalidImage as e:
+            result = e
+        while len(cache) >= 32:
+            cache.pop(next(iter(cache)))
+        cache[key] = result
+    if isinstance(cache[key], InvalidImage):
+        raise cache[key]
+    return cache[key]
+
+
+def display_copy(image, side: int = 560):
+    """``image`` shrunk to fit ``side`` (aspect kept) before any compositing or framing."""
+    from PIL import Image
+
+    if max(image.size) > side:  # palettes cannot be averaged: nearest neighbour for them
+        image = image.resize(_fit(image.size, side), Image.NEAREST if image.mode in ("1", "P")
+                             else Image.BOX)
+    return on_white(image)
+
+
+def _fit(size, side: int) -> tuple[int, int]:
+    w, h = size
+    scale = side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
 # --- pictures --------------------------------------------------------------------
 
 def on_white(image):

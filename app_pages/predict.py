@@ -6,10 +6,10 @@ import streamlit as st
 
 import ui
 
-CANVAS_PX = 280
+from locmnist.canvas import CANVAS_PX
+
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 USER_BOX_COLOR = "#00A000"  # green, like true boxes; removed from the ink before predicting
-ORIGIN = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}  # Fabric.js
 
 
 def render() -> None:
@@ -45,15 +45,20 @@ def draw_section(model) -> None:
         st.caption("Hover the canvas for its toolbar: undo, redo, clear. "
                    "The prediction updates when a stroke ends.")
     with right:
-        image = canvas.image_data
-        if image is None:
+        from locmnist.canvas import InvalidCanvas, read_canvas
+
+        try:
+            drawing = read_canvas(canvas)  # checked before anything is decoded or copied
+        except InvalidCanvas as e:
+            st.error(f"Cannot read the canvas: {e}.")
+            return
+        if drawing is None:
             show_empty("Draw a digit on the canvas.")
             return
         predictor = ui.load_predictor(model)
         if predictor is None:
             return
-        ink = without_user_boxes(np.asarray(image))
-        user_box = last_user_box(canvas.json_data)
+        ink, user_box = without_user_boxes(drawing.rgba), drawing.user_box
         prediction = predictor.predict(ink)
         show_summary(prediction, key="canvas", user_box=user_box)
     show_pictures(prediction, ui_image(ink), user_box=user_box)
@@ -71,20 +76,6 @@ def without_user_boxes(rgba: np.ndarray) -> np.ndarray:
     return rgba
 
 
-def last_user_box(json_data) -> tuple[float, float, float, float] | None:
-    """The last rectangle dragged on the canvas, normalized (xmin, ymin, xmax, ymax)."""
-    rects = [o for o in (json_data or {}).get("objects", [])
-             if str(o.get("type", "")).lower() == "rect"]  # Fabric.js writes "Rect"
-    if not rects:
-        return None
-    o = rects[-1]
-    w, h = o.get("width", 0) * o.get("scaleX", 1), o.get("height", 0) * o.get("scaleY", 1)
-    x0 = o.get("left", 0) - ORIGIN.get(o.get("originX", "left"), 0.0) * w
-    y0 = o.get("top", 0) - ORIGIN.get(o.get("originY", "top"), 0.0) * h
-    box = (min(x0, x0 + w), min(y0, y0 + h), max(x0, x0 + w), max(y0, y0 + h))
-    return tuple(float(np.clip(v / CANVAS_PX, 0, 1)) for v in box)
-
-
 def ui_image(rgba: np.ndarray):
     from PIL import Image
 
@@ -92,7 +83,7 @@ def ui_image(rgba: np.ndarray):
 
 
 def upload_section(model) -> None:
-    from locmnist.preprocess import InvalidImage, open_image
+    from locmnist.preprocess import InvalidImage
 
     files = st.file_uploader("Images of digits (PNG, JPEG, BMP, GIF, WebP, TIFF)",
                              type=UPLOAD_TYPES, accept_multiple_files=True,
@@ -100,12 +91,14 @@ def upload_section(model) -> None:
     predictor = ui.load_predictor(model) if files else None
     if predictor is None:
         return
-    for i, f in enumerate(files or []):
+    limit = ui.server_settings().max_upload_files
+    if len(files) > limit:
+        st.warning(f"Only the first {limit} of your {len(files)} files are read.")
+    for i, f in enumerate(files[:limit]):
         with st.container(border=True):
             st.text(f.name)  # plain text: a file name is not markdown
             try:
-                image = open_image(f.getvalue())
-                prediction = predictor.predict(image)
+                prediction, image = ui.predict_upload(predictor, model, f.getvalue())
             except InvalidImage as e:
                 st.error(ui.md_escape(f"{f.name}: {e}"))
                 continue

@@ -101,6 +101,30 @@ def test_upload_shows_the_predicted_digit_and_per_file_errors():
 
 
 @needs_model
+def test_upload_floods_are_capped_and_reruns_reuse_predictions(monkeypatch):
+    """Issue 12 finding 7: a file cap per rerun; a rerun does not decode or predict again."""
+    import locmnist.preprocess
+
+    monkeypatch.setenv("LOCMNIST_MAX_UPLOAD_FILES", "3")
+    decoded = []
+    real_open = locmnist.preprocess.open_image
+    monkeypatch.setattr(locmnist.preprocess, "open_image",
+                        lambda data: decoded.append(1) or real_open(data))
+    png, label = mnist_test_png(0)
+    at = page("predict").run()
+    at.file_uploader(key="predict_upload").set_value(
+        [(f"{i}.png", png, "image/png") for i in range(8)]).run()
+    assert not at.exception
+    assert any("first 3 of your 8 files" in w.value for w in at.warning)
+    values = [m.value for m in at.metric if m.label == "Predicted digit"]
+    assert values == ["—"] + [str(label)] * 3
+    assert len(decoded) == 1          # three copies of one image: one decode, by content hash
+    at.run()                           # a rerun, as after a canvas stroke
+    assert len(decoded) == 1
+    assert [m.value for m in at.metric if m.label == "Predicted digit"] == values
+
+
+@needs_model
 def test_a_file_name_cannot_inject_markdown():
     at = page("predict").run()
     at.file_uploader(key="predict_upload").upload("[win](http://evil.example).png", b"no").run()
@@ -217,18 +241,6 @@ def test_the_users_green_box_is_not_read_as_ink():
     assert (cleaned[30, 100:200, :3] == 255).all()  # the box's top edge is gone
     # The strokes are untouched wherever the box does not cross them.
     assert (cleaned[100:200, 100:200] == ink_only[100:200, 100:200]).all()
-
-
-def test_last_user_box_reads_fabric_rects_in_canvas_pixels():
-    from app_pages.predict import last_user_box
-
-    assert last_user_box(None) is None
-    assert last_user_box({"objects": [{"type": "Path", "left": 1, "top": 1}]}) is None
-    rect = {"type": "Rect", "left": 56, "top": 28, "width": 140, "height": 70,
-            "scaleX": 1, "scaleY": 2, "originX": "left", "originY": "top"}
-    assert last_user_box({"objects": [rect]}) == (0.2, 0.1, 0.7, 0.6)
-    centred = {**rect, "left": 126, "top": 98, "originX": "center", "originY": "center"}
-    assert last_user_box({"objects": [rect, centred]}) == (0.2, 0.1, 0.7, 0.6)
 
 
 def test_without_any_model_the_pages_say_so(monkeypatch, tmp_path):
