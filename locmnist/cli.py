@@ -84,9 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", metavar="IMAGE")
 
     # Subcommands that live in their own modules register their own flags.
-    from locmnist import bench, export
+    from locmnist import export
 
-    bench.add_arguments(sub.add_parser("bench", help="benchmark against the reference recipe"))
     export.add_arguments(sub.add_parser("export", help="export to SavedModel, TFLite or .keras"))
     return p
 
@@ -95,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow()
     args = _parser().parse_args(argv)
     try:
-        from locmnist import bench, export
+        from locmnist import export
 
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "bench": bench.run, "export": export.run}[args.command](args)
+                "export": export.run}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

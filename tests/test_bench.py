@@ -1,5 +1,5 @@
-"""``python -m locmnist bench`` in a tiny configuration: the report's schema, and
-that its numbers are measurements (consistent with each other), not constants."""
+"""``python -m bench`` in a tiny configuration: the report's schema, and that its
+numbers are measurements (consistent with each other), not constants."""
 import json
 import os
 import subprocess
@@ -21,10 +21,10 @@ def report(tmp_path_factory):
     model_path = tmp / "small.keras"  # latency and memory need a model, not a trained one
     build_model(preset("quick", widths=(4, 8, 8, 8), dense_units=16)).save(model_path)
     out = tmp / "bench.json"
-    cmd = [sys.executable, "-m", "locmnist", "bench", "--json", "--presets", "quick",
+    cmd = [sys.executable, "-m", "bench", "--json", "--presets", "quick",
            "--budget", str(BUDGET_S), "--eval-limit", "200", "--eval-splits", "standard,seed",
            "--latency-runs", "20", "--synthesis-seconds", "0.3", "--model", str(model_path),
-           "--out", str(out)]
+           "--slowdown", "2", "--out", str(out)]
     for o in ("train_digits=512", "val_digits=128", "widths=4,8,8,8", "dense_units=16",
               "epochs=3"):
         cmd += ["--override", o]
@@ -74,20 +74,50 @@ def test_summary_is_derived_from_the_curve(report):
             assert (hit is None) == (expected is None)
             if hit:
                 assert hit["train_s"] == expected["train_s"]
-        within = s["at_budget"][split]["60"]
-        last = [p for p in curve if p["train_s"] <= 60][-1]
-        assert within["epoch"] == last["epoch"] and within["accuracy"] == last[split]["accuracy"]
+        e_s = report["summary"]["E"]["E_s"]
+        within = s["at_budget_E"][split]["17"]
+        last = [p for p in curve if p["train_s"] <= 17 * e_s]
+        if last:
+            assert within["epoch"] == last[-1]["epoch"]
+            assert within["accuracy"] == last[-1][split]["accuracy"]
+        else:
+            assert within is None
     targets = {t["target"]: t for t in report["summary"]["targets"]}
-    quick = targets["quick: within 60 s"]
-    assert quick["met"] == (quick["value"]["accuracy"] >= 0.98
-                            and quick["value"]["iou_ge_0.5"] >= 0.95)
-    p50 = targets["Predictor.predict p50"]
-    assert p50["met"] == (p50["value"] <= 5)
+    hit = s["time_to_accuracy"]["standard"]["0.978"]
+    assert targets["quick: time to 97.8% test accuracy"]["met"] == (
+        hit is not None and hit["train_s"] / e_s <= 1)
+    lat = report["latency"]["ours"]
+    ratio = lat["model_predict"]["p50_ms"] / lat["predictor_predict"]["p50_ms"]
+    assert targets["`Predictor.predict`, one 280x280 drawing, vs `model.predict`"]["met"] == (
+        ratio >= 25 and lat["model_predict"]["p95_ms"] / lat["predictor_predict"]["p95_ms"] >= 25)
+
+
+def test_unit_e_is_measured_twice(report):
+    runs = report["reference_epoch"]
+    assert len(runs) == 2 and all("error" not in r for r in runs), runs
+    for r in runs:
+        # 512 override digits in batches of 512: one step an epoch, two epochs, E the last.
+        assert r["steps_per_epoch"] == 1 and len(r["epoch_s"]) == 2 and r["E_s"] == r["epoch_s"][-1]
+    e = report["summary"]["E"]
+    assert e["E_s"] == pytest.approx(sum(r["E_s"] for r in runs) / 2, abs=1e-3)
+
+
+def test_quick_process_and_slow_machine(report):
+    proc = report["quick_process"]
+    assert "error" not in proc, proc
+    assert proc["epochs_done"] == 3 and 0 <= proc["accuracy"] <= 1
+    assert proc["wall_s"] > proc["train_s"] > 0 and proc["train_peak_rss_mb"] > 100
+    slow = report["quick_slow"]
+    assert "error" not in slow, slow
+    # Work-based: the slowed run still does every planned step (3 epochs of 512 // 128).
+    assert slow["steps_done"] == slow["steps_planned"] == 12 and slow["status"] == "completed"
+    assert slow["slept_s"] > 0 and slow["n"] == 200
 
 
 def test_latency_is_measured(report):
     lat = report["latency"]
     assert "error" not in lat, lat
+    assert lat["image_shape"] == [280, 280, 4]
     for who in ("ours", "reference_cnn"):
         for name in ("predictor_predict", "predictor_forward_only", "model_predict",
                      "eager_call", "tflite_predict", "tflite_forward_only"):
@@ -109,7 +139,7 @@ def test_throughput_and_memory_are_measured(report):
 
 
 def test_bad_override_is_one_clear_line():
-    proc = subprocess.run([sys.executable, "-m", "locmnist", "bench", "--override", "nonsense"],
+    proc = subprocess.run([sys.executable, "-m", "bench", "--override", "nonsense"],
                           cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 2

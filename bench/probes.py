@@ -1,8 +1,8 @@
-"""The measurements behind ``python -m locmnist bench``, each run in its own process.
+"""The measurements behind ``python -m bench``, each run in its own process.
 
 A fresh process per probe keeps them apart (threads, XLA caches, memory) and
 lets the parent read each one's peak memory. Run as
-``python -m locmnist.bench_probes PROBE '{json params}'``; the last stdout line
+``python -m bench.probes PROBE '{json params}'``; the last stdout line
 is ``RESULT {json}``, progress goes to stderr.
 """
 from __future__ import annotations
@@ -117,6 +117,120 @@ def train_curve(preset: str, budget_s: float, overrides: dict, eval_splits: list
             "peak_rss_counts_from": "training start" if rss_reset else "process start"}
 
 
+# --- E: one epoch of the reference recipe -------------------------------------
+
+class _EpochClock:
+    """Seconds of each epoch (a Keras callback, built lazily to import Keras late)."""
+
+    @staticmethod
+    def make():
+        import keras
+
+        class Clock(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.epoch_s, self.steps = [], 0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.steps += 1
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.epoch_s.append(round(time.perf_counter() - self.t0, 3))
+
+        return Clock()
+
+
+def reference_epoch(epochs: int, overrides: dict) -> dict:
+    """E: train the reference recipe (``--preset seed``: its CNN, 60k digits, batch
+    512) for ``epochs`` epochs; E is the last epoch's seconds (the first one also
+    traces the graphs). ``overrides`` are for the bench's own tests only."""
+    import tempfile
+
+    from locmnist.config import preset
+    from locmnist.training import train
+
+    cfg = preset("seed", epochs=epochs, **{k: v for k, v in overrides.items()
+                                           if k in ("train_digits", "val_digits")})
+    clock = _EpochClock.make()
+    with tempfile.TemporaryDirectory() as tmp:
+        train(cfg, tmp, callbacks=[clock], evaluate_test=False)
+    return {"E_s": clock.epoch_s[-1], "epoch_s": clock.epoch_s,
+            "digits": cfg.train_digits or 60_000, "batch_size": cfg.batch_size,
+            "steps_per_epoch": clock.steps // max(1, len(clock.epoch_s))}
+
+
+# --- the quick preset as users run it, and on a slower machine ----------------
+
+def train_process(preset: str, overrides: dict, out_dir: str) -> dict:
+    """Time the whole ``python -m locmnist train --preset P`` process (start-up,
+    training and its final test-split evaluation), as a user runs it."""
+    import resource
+    import subprocess
+
+    cmd = [sys.executable, "-m", "locmnist", "train", "--preset", preset, "--out", out_dir,
+           "--no-progress"]
+    for key, value in overrides.items():  # CLI flags are the config's field names
+        value = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        cmd += [f"--{key.replace('_', '-')}", value]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall_s = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"train exited {proc.returncode}: {proc.stderr[-500:]}")
+    metrics = json.loads(open(os.path.join(out_dir, "metrics.json")).read())
+    history = json.loads(open(os.path.join(out_dir, "history.json")).read())
+    return {"preset": preset, "command": " ".join(cmd[1:4] + cmd[4:5]), "wall_s": round(wall_s, 2),
+            "train_s": round(history["elapsed_s"][-1], 2), "epochs_done": len(history["epoch"]),
+            "accuracy": metrics["accuracy"], "iou_mean": round(metrics["iou_mean"], 5),
+            "iou_ge_0.5": metrics["iou_ge_0.5"],
+            "train_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+                                       / 1024, 1)}
+
+
+def slow_train(preset: str, slowdown: float, overrides: dict, eval_limit: int,
+               out_dir: str) -> dict:
+    """Train ``preset`` on a simulated slower machine: after every training step, sleep
+    (slowdown - 1) times that step's duration, on the same clock as the preset's own
+    time limit. Then score the model on the test split. (The input pipeline is not
+    slowed, only the steps, which are where a slower machine spends its time.)"""
+    import keras
+
+    from locmnist.config import preset as make_preset
+    from locmnist.evaluation import evaluate_model
+    from locmnist.training import train
+
+    class Slower(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.steps, self.slept_s = 0, 0.0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+            pause = (slowdown - 1) * (time.perf_counter() - self.t0)
+            time.sleep(pause)
+            self.slept_s += pause
+
+    cfg = make_preset(preset, **overrides)
+    slower = Slower()
+    result = train(cfg, out_dir, callbacks=[slower], evaluate_test=False)
+    m = evaluate_model(keras.models.load_model(result.model_path, compile=False),
+                       limit=eval_limit or None)
+    digits = cfg.train_digits or 60_000 - cfg.val_digits
+    planned = cfg.epochs * (digits // cfg.batch_size)
+    return {"preset": preset, "slowdown": slowdown, "time_limit_s": cfg.time_limit_s,
+            "status": result.status, "epochs_planned": cfg.epochs,
+            "epochs_done": len(result.history["epoch"]), "steps_done": slower.steps,
+            "steps_planned": planned, "train_s": round(result.history["elapsed_s"][-1], 2),
+            "slept_s": round(slower.slept_s, 2), "accuracy": m["accuracy"],
+            "iou_mean": round(m["iou_mean"], 5), "iou_ge_0.5": m["iou_ge_0.5"], "n": m["n"]}
+
+
 # --- single-image latency -----------------------------------------------------
 
 def _timed(fn, runs: int, warmup: int = LATENCY_WARMUP) -> dict:
@@ -151,17 +265,19 @@ def _model_latency(model, image: np.ndarray, canvas: np.ndarray, runs: int) -> d
 
 def latency(model_path: str | None, runs: int) -> dict:
     """Single-image latency of our model and of the reference CNN (untrained: its
-    weights do not change its speed), on a test canvas given as a 75x75 image."""
+    weights do not change its speed). The image is what the app's canvas sends:
+    a 280x280 RGBA drawing (``locmnist.wild.drawn``); ``model.predict`` and the
+    forward-only paths get the ready (1, 75, 75, 1) canvas."""
     from locmnist.config import preset
     from locmnist.inference import Predictor
     from locmnist.model import build_model
-    from locmnist.synthesis import test_split
+    from locmnist.preprocess import prepare
+    from locmnist.wild import drawn
 
-    canvases = test_split("standard")[0]
-    image = canvases[0, :, :, 0]                          # uint8, as a user's image
-    canvas = canvases[:1].astype(np.float32) / 255.0      # ready model input
+    image = np.asarray(drawn(7, np.random.default_rng(0)).image)  # (280, 280, 4) uint8
+    canvas = prepare(image).model_input[None, :, :, None]          # (1, 75, 75, 1) float32
     ours = Predictor.load(model_path)
-    return {"model": ours.source,
+    return {"model": ours.source, "image_shape": list(image.shape),
             "ours": _model_latency(ours.model, image, canvas, runs),
             "reference_cnn": _model_latency(build_model(preset("seed")), image, canvas, runs)}
 
@@ -261,8 +377,10 @@ def train_throughput(jit_compile: bool, steps_per_execution: int, steps: int) ->
             "warmup_s": round(first_s, 2)}
 
 
-PROBES = {"train_curve": train_curve, "latency": latency, "synthesis": synthesis,
-          "predict_memory": predict_memory, "train_throughput": train_throughput}
+PROBES = {"reference_epoch": reference_epoch, "train_process": train_process,
+          "slow_train": slow_train, "train_curve": train_curve, "latency": latency,
+          "synthesis": synthesis, "predict_memory": predict_memory,
+          "train_throughput": train_throughput}
 
 
 def main(argv: list[str]) -> int:
