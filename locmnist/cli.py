@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--time-limit", type=float, help="stop training after this many seconds")
     t.add_argument("--seed", type=int)
     t.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
+    t.add_argument("--extra", help="extra labelled images mixed into training: a folder or "
+                                   "zip with labels.csv (file,label[,xmin,ymin,xmax,ymax]), "
+                                   "or a corrections database")
+    t.add_argument("--extra-share", type=float, default=0.05,
+                   help="share of the training digits that are (repeated) extra images")
     t.add_argument("--mnist", help="path to mnist.npz or a folder of IDX files")
     t.add_argument("--no-progress", action="store_true", help="no terminal progress bar")
     t.add_argument("--ship", action="store_true",
@@ -84,8 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", metavar="IMAGE")
 
     # Subcommands that live in their own modules register their own flags.
-    from locmnist import export
+    from locmnist import export, finetune
 
+    finetune.add_arguments(sub.add_parser(
+        "finetune", help="fine-tune a model on corrections, replaying MNIST so it forgets nothing"))
     export.add_arguments(sub.add_parser("export", help="export to SavedModel, TFLite or .keras"))
     return p
 
@@ -94,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow()
     args = _parser().parse_args(argv)
     try:
-        from locmnist import export
+        from locmnist import export, finetune
 
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "export": export.run}[args.command](args)
+                "export": export.run, "finetune": finetune.run}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -163,8 +170,21 @@ def cmd_train(args) -> int:
     strategy = make_strategy(args.strategy)
     print(f"training preset={cfg.preset} data={cfg.data} epochs={cfg.epochs} "
           f"({describe(strategy)}) -> {out}", file=sys.stderr)
+    extra = None
+    if args.extra:
+        from locmnist.labelled import load_labelled, to_digits
+
+        examples, problems = load_labelled(args.extra)
+        digits, labels, bad = to_digits(examples)
+        for line in problems + bad:
+            print(f"skipped: {line}", file=sys.stderr)
+        if not len(digits):
+            raise ValueError(f"{args.extra} has no usable labelled image")
+        extra = (digits, labels)
+        print(f"mixing in {len(digits)} extra images from {args.extra}", file=sys.stderr)
     result = train(cfg, out, progress=None if args.no_progress else _ProgressBar(),
-                   cancel=cancel, mnist_path=args.mnist, strategy=strategy)
+                   cancel=cancel, mnist_path=args.mnist, strategy=strategy,
+                   extra=extra, extra_share=args.extra_share)
     print(f"{result.status}: {out}", file=sys.stderr)
     if result.metrics:
         m = result.metrics

@@ -32,6 +32,7 @@ from locmnist.data import load_mnist
 from locmnist.distribute import shard
 from locmnist.files import atomic_write, atomic_write_json, read_json
 from locmnist.model import build_model, compile_model
+from locmnist.model_files import load_model_file
 from locmnist.synthesis import synthesize, synthesize_numpy
 
 VAL_SEED = 777          # validation canvases are fixed for a run, unlike training ones
@@ -75,6 +76,17 @@ def split_digits(cfg: Config, mnist) -> tuple:
             mnist.x_train[val_idx], mnist.y_train[val_idx])
 
 
+def mix_in(tx: np.ndarray, ty: np.ndarray, extra, share: float) -> tuple:
+    """Training digits plus ``extra`` = (digits (M, 28, 28), labels (M,)), the extra ones
+    repeated so they make up about ``share`` of the result (at least once each)."""
+    if extra is None or not len(extra[0]):
+        return tx, ty
+    ex, ey = extra
+    reps = max(1, round(share * len(tx) / max(1e-9, (1 - share) * len(ex))))
+    return (np.concatenate([tx, np.tile(ex, (reps, 1, 1))]),
+            np.concatenate([ty, np.tile(np.asarray(ey, ty.dtype), reps)]))
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, cfg: Config) -> tf.data.Dataset:
     """Infinite dataset of ({'image'}, {'classification', 'bounding_box'}) batches.
 
@@ -113,9 +125,9 @@ class _RunRecorder(keras.callbacks.Callback):
     """Writes history, status and the best model; handles time limit and cancel."""
 
     def __init__(self, run_dir: Path, cfg: Config, steps: int, cancel: threading.Event,
-                 progress: Callable[[Progress], None] | None):
+                 progress: Callable[[Progress], None] | None, keep: str = "best"):
         super().__init__()
-        self.run_dir, self.cfg, self.steps = run_dir, cfg, steps
+        self.run_dir, self.cfg, self.steps, self.keep = run_dir, cfg, steps, keep
         self.cancel, self.progress = cancel, progress
         self.history: dict[str, list] = {}
         self.best = math.inf
@@ -188,7 +200,7 @@ class _RunRecorder(keras.callbacks.Callback):
             self.history.setdefault(k, []).append(float(v))
         atomic_write_json(self.run_dir / "history.json", self.history)
         monitor = logs.get("val_loss", logs.get("loss", math.inf))
-        if monitor < self.best:
+        if monitor < self.best or self.keep == "last":
             self.best = monitor
             atomic_write(self.run_dir / "model.keras", self.model.save, suffix=".keras")
         self.write_status("running", self.steps)
@@ -201,11 +213,18 @@ class _RunRecorder(keras.callbacks.Callback):
 def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None,
           progress: Callable[[Progress], None] | None = None,
           cancel: threading.Event | None = None, mnist_path: str | None = None,
-          evaluate_test: bool = True, strategy=None) -> TrainResult:
+          evaluate_test: bool = True, strategy=None, start_from: str | os.PathLike | None = None,
+          extra: tuple | None = None, extra_share: float = 0.05, keep: str = "best",
+          evaluate: Callable[[keras.Model], dict] | None = None) -> TrainResult:
     """Train a model for ``cfg`` into ``out_dir`` (created; existing files replaced).
 
     ``strategy``: a ``tf.distribute.Strategy`` (see ``locmnist.distribute``);
     ``cfg.batch_size`` is per replica, so the global batch grows with replicas.
+    ``start_from``: a model file to continue training (fine-tuning) instead of a new
+    ``build_model(cfg)``. ``extra``: (digits (M, 28, 28) uint8, labels) mixed into the
+    training digits as ``extra_share`` of them (see ``mix_in``). ``keep``: "best"
+    (lowest validation loss) or "last" epoch's model. ``evaluate``: model -> metrics
+    dict for ``metrics.json`` (default: the published test split).
     """
     run_dir = Path(out_dir)
     try:
@@ -223,6 +242,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
 
     mnist = load_mnist(mnist_path)
     tx, ty, vx, vy = split_digits(cfg, mnist)
+    tx, ty = mix_in(tx, ty, extra, extra_share)
     strategy = strategy or tf.distribute.get_strategy()
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     steps = max(1, len(tx) // global_batch)
@@ -235,8 +255,9 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
                                  "bounding_box": val_box})
 
     with strategy.scope():  # variables must be created where the strategy places them
-        model = compile_model(build_model(cfg), cfg, lr_schedule(cfg, steps))
-    recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress)
+        model = load_model_file(start_from)[0] if start_from else build_model(cfg)
+        model = compile_model(model, cfg, lr_schedule(cfg, steps))
+    recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress, keep)
     try:
         dataset = shard(make_dataset(tx, ty, cfg.replace(batch_size=global_batch)))
         model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps,
@@ -258,7 +279,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
         from locmnist.evaluation import evaluate_model
 
         recorder.write_status("evaluating", steps)
-        metrics = evaluate_model(best, data=cfg.data, mnist_path=mnist_path)
+        metrics = (evaluate(best) if evaluate
+                   else evaluate_model(best, data=cfg.data, mnist_path=mnist_path))
         metrics["train_seconds"] = recorder.history.get("elapsed_s", [0])[-1]
         atomic_write_json(run_dir / "metrics.json", metrics)
     recorder.write_status(status, steps, has_model=model_path.exists())

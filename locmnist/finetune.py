@@ -1,0 +1,202 @@
+"""Fine-tune a model on its users' corrections without forgetting MNIST.
+
+``finetune(model_path, corrections, out_dir)`` is a normal training run
+(``locmnist.training.train``: run directory, progress hook, cancel, history) that
+
+1. starts from ``model_path`` instead of a new model;
+2. holds out part of the corrections (seeded), never trained on;
+3. converts the others to 28x28 digits (``locmnist.labelled``) and mixes them,
+   repeated, into *replayed* MNIST digits, so every batch is mostly what the
+   model already knew (that is what keeps it from forgetting) and every canvas
+   gets fresh random size, rotation and placement;
+4. trains a fixed amount of work (epochs x digits, never a time) at a low
+   learning rate, keeping the last epoch;
+5. writes ``metrics.json`` with the test-split metrics of the new model plus
+   ``finetune``: before and after on the held-out corrections (through the full
+   ``Predictor.predict`` path) and on the test split.
+
+The settings are ``FinetuneSettings``; the run's ``config.json`` is the starting
+model's Config with the fine-tuning's training fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    epochs: int = field(default=2, metadata={"help": "passes over the mixed digits"})
+    replay_digits: int = field(default=8000, metadata={
+        "help": "MNIST training digits replayed beside the corrections (the work per epoch)"})
+    correction_share: float = field(default=0.1, metadata={
+        "help": "share of each epoch's digits that are (repeated) corrections"})
+    holdout: float = field(default=0.3, metadata={
+        "help": "share of the corrections held out to measure the result (at least one)"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate"})
+    batch_size: int = field(default=128, metadata={"help": "canvases per step"})
+    val_digits: int = field(default=1000, metadata={
+        "help": "MNIST digits for the validation curves"})
+    test_limit: int = field(default=0, metadata={
+        "help": "score the first N test-split canvases before and after (0 = all 10,000)"})
+    seed: int = field(default=0, metadata={"help": "seeds the hold-out split and training"})
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.replay_digits < self.batch_size or self.batch_size < 1:
+            raise ValueError("need epochs >= 1 and replay_digits >= batch_size >= 1")
+        if not 0 < self.correction_share < 1 or not 0 <= self.holdout < 1:
+            raise ValueError("correction_share must be in (0, 1) and holdout in [0, 1)")
+
+
+def split_holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices): a seeded split with at least one of each."""
+    if n < 2:
+        raise ValueError(f"fine-tuning needs at least 2 corrections (one to hold out); got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    k = min(n - 1, max(1, round(holdout * n))) if holdout > 0 else 0
+    return np.sort(order[k:]), np.sort(order[:k])
+
+
+def _test_metrics(model, limit: int, mnist_path) -> dict:
+    from locmnist.evaluation import evaluate_model
+
+    m = evaluate_model(model, limit=limit or None, mnist_path=mnist_path)
+    return {k: m[k] for k in ("accuracy", "iou_mean", "iou_ge_0.5", "n")}
+
+
+def _held_out_metrics(model, config, examples) -> dict:
+    from locmnist.inference import Predictor
+    from locmnist.labelled import score_examples
+
+    return score_examples(Predictor(model, config), examples)
+
+
+def finetune(model_path: str | os.PathLike, corrections: str | os.PathLike,
+             out_dir: str | os.PathLike, settings: FinetuneSettings = FinetuneSettings(),
+             progress: Callable | None = None, cancel: threading.Event | None = None,
+             mnist_path: str | None = None):
+    """Fine-tune ``model_path`` on ``corrections`` (a database, folder or zip) into
+    ``out_dir``; returns the ``TrainResult``. Raises ValueError for unusable input."""
+    from locmnist.config import Config
+    from locmnist.files import atomic_write_json
+    from locmnist.labelled import load_labelled, to_digits
+    from locmnist.model_files import load_model_file
+    from locmnist.training import train
+
+    examples, problems = load_labelled(corrections)
+    train_idx, held_idx = split_holdout(len(examples), settings.holdout, settings.seed)
+    held_out = [examples[i] for i in held_idx]
+    digits, labels, bad = to_digits([examples[i] for i in train_idx])
+    problems += bad
+    if not len(digits):
+        raise ValueError("none of the corrections to train on has a usable digit: "
+                         + "; ".join(problems[:3]))
+
+    start, start_cfg = load_model_file(model_path)
+    start_cfg = start_cfg or Config()
+    cfg = start_cfg.replace(
+        epochs=settings.epochs, train_digits=settings.replay_digits,
+        val_digits=settings.val_digits, learning_rate=settings.learning_rate,
+        batch_size=settings.batch_size, warmup_epochs=0.0, time_limit_s=0.0, seed=settings.seed)
+    before = {"held_out": _held_out_metrics(start, start_cfg, held_out),
+              "test": _test_metrics(start, settings.test_limit, mnist_path)}
+    del start
+    record = {"from": str(model_path), "corrections": str(corrections),
+              "n_corrections": len(examples), "trained_on": int(len(digits)),
+              "held_out": len(held_out), "problems": problems,
+              "settings": dataclasses.asdict(settings), "before": before}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "finetune.json", record)
+
+    def evaluate(model) -> dict:
+        from locmnist.evaluation import evaluate_model
+
+        metrics = evaluate_model(model, limit=settings.test_limit or None, mnist_path=mnist_path)
+        after = {"held_out": _held_out_metrics(model, cfg, held_out),
+                 "test": {k: metrics[k] for k in ("accuracy", "iou_mean", "iou_ge_0.5", "n")}}
+        metrics["finetune"] = {**record, "after": after}
+        return metrics
+
+    return train(cfg, out, progress=progress, cancel=cancel, mnist_path=mnist_path,
+                 start_from=model_path, extra=(digits, labels),
+                 extra_share=settings.correction_share, keep="last", evaluate=evaluate)
+
+
+def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
+    """(what, before, after) lines for display, from a fine-tuning run's metrics."""
+    ft = (metrics or {}).get("finetune") or {}
+    before, after = ft.get("before") or {}, ft.get("after") or {}
+
+    def pct(d, *keys):
+        for k in keys:
+            d = (d or {}).get(k)
+        return "--" if d is None else f"{d:.2%}"
+
+    n_held = (before.get("held_out") or {}).get("n", 0)
+    n_test = (before.get("test") or {}).get("n", 0)
+    return [(f"held-out corrections (n={n_held})", pct(before, "held_out", "accuracy"),
+             pct(after, "held_out", "accuracy")),
+            (f"test split (n={n_test})", pct(before, "test", "accuracy"),
+             pct(after, "test", "accuracy"))]
+
+
+# --- command line: python -m locmnist finetune ----------------------------------------
+
+def add_arguments(p) -> None:
+    p.add_argument("--from", dest="model", help="the model to start from "
+                   "(default: $LOCMNIST_MODEL or the shipped model)")
+    p.add_argument("--corrections", help="a corrections database, or a folder or zip with "
+                   "labels.csv (default: the app's database under the runs root)")
+    p.add_argument("--out", help="run directory (default: <runs root>/<time>-finetune)")
+    p.add_argument("--mnist", help="path to mnist.npz or a folder of IDX files")
+    p.add_argument("--no-progress", action="store_true", help="no terminal progress bar")
+    for f in dataclasses.fields(FinetuneSettings):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
+                       help=f"{f.metadata['help']} (default {f.default})")
+
+
+def run(args) -> int:
+    import signal
+    import sys
+    import time
+
+    from locmnist.cli import _ProgressBar
+    from locmnist.corrections import default_path
+    from locmnist.inference import DEFAULT_MODEL, ENV_MODEL
+    from locmnist.jobs import runs_dir
+
+    settings = FinetuneSettings(**{f.name: getattr(args, f.name)
+                                   for f in dataclasses.fields(FinetuneSettings)
+                                   if getattr(args, f.name) is not None})
+    model = args.model or os.environ.get(ENV_MODEL) or DEFAULT_MODEL
+    corrections = Path(args.corrections or default_path())
+    if not corrections.exists():
+        raise FileNotFoundError(f"no corrections at {corrections}: correct some answers on the "
+                                f"Predict page, or pass --corrections DB|DIR")
+    out = Path(args.out or runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-finetune")
+    cancel = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # finish the batch, keep the model so far
+        signal.signal(sig, lambda *_: cancel.set())
+    print(f"fine-tuning {model} on {corrections} -> {out}", file=sys.stderr)
+    result = finetune(model, corrections, out, settings,
+                      progress=None if args.no_progress else _ProgressBar(), cancel=cancel,
+                      mnist_path=args.mnist)
+    print(f"{result.status}: {out}", file=sys.stderr)
+    if result.metrics:
+        ft = result.metrics["finetune"]
+        for line in ft["problems"]:
+            print(f"skipped: {line}", file=sys.stderr)
+        print(f"corrections: {ft['n_corrections']} ({ft['trained_on']} trained on, "
+              f"{ft['held_out']} held out)", file=sys.stderr)
+        print(f"{'':<32}{'before':>8}{'after':>9}", file=sys.stderr)
+        for what, before, after in summary_rows(result.metrics):
+            print(f"{what:<32}{before:>8}{after:>9}", file=sys.stderr)
+        print(f"fine-tuning took {result.metrics['train_seconds']:.1f} s", file=sys.stderr)
+    return 0 if result.status == "completed" else 1
