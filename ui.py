@@ -5,7 +5,6 @@ Pages import this as ``import ui``. Nothing here runs at import time.
 from __future__ import annotations
 
 import math
-import os
 import re
 import secrets
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from locmnist import jobs
+from locmnist import runs
 
 ACTIVE_MODEL = "active_model"        # session key: the model path every page uses
 UPLOADED_MODELS = "uploaded_models"  # session key: {temp path: the user's file name}
@@ -29,21 +28,6 @@ PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#F
 
 
 # --- models ---------------------------------------------------------------------
-
-def default_model_path() -> Path:
-    """What ``Predictor.load()`` loads: $LOCMNIST_MODEL, else the shipped model."""
-    from locmnist.inference import DEFAULT_MODEL, ENV_MODEL
-
-    return Path(os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
-
-
-def sidecar(model_path: Path, kind: str) -> Path:
-    """history/metrics/config beside a model: run dirs use <kind>.json, shipped files name.<kind>.json."""
-    model_path = Path(model_path)
-    if model_path.name == "model.keras":
-        return model_path.parent / f"{kind}.json"
-    return model_path.with_suffix(f".{kind}.json")
-
 
 @st.cache_resource(show_spinner=False, max_entries=6)
 def _load_predictor(path: str, mtime: float):
@@ -67,7 +51,7 @@ def get_predictor(path: Path):
 
 def warm_default_model() -> None:
     """Load the default model in the background once per server, so the first drawing is fast."""
-    _start_warming(str(default_model_path()))
+    _start_warming(str(runs.default_model_path()))
 
 
 @st.cache_resource(show_spinner=False)
@@ -83,7 +67,7 @@ def _start_warming(path: str) -> bool:
 
 
 def active_model() -> Path:
-    return Path(st.session_state.get(ACTIVE_MODEL) or default_model_path())
+    return Path(st.session_state.get(ACTIVE_MODEL) or runs.default_model_path())
 
 
 def use_model(path: Path) -> None:
@@ -93,10 +77,10 @@ def use_model(path: Path) -> None:
 def model_options() -> dict[str, str]:
     """{path: label} of the models one can pick: shipped default, finished runs, uploads."""
     options = {}
-    default = default_model_path()
+    default = runs.default_model_path()
     if default.exists():
         options[str(default)] = f"Shipped default ({default.name})"
-    for run in jobs.list_runs():
+    for run in runs.list_runs():
         if run.has_model and not run.live:
             options[str(run.model_path)] = f"Run {run.id} ({run.state})"
     for path, name in st.session_state.get(UPLOADED_MODELS, {}).items():
@@ -115,7 +99,7 @@ def model_picker(key: str) -> Path | None:
         options[current] = Path(current).name
     if not options:
         st.warning("No model yet: train one on the **Train** page, upload a .keras file, "
-                   f"or ship `{default_model_path()}`.")
+                   f"or ship `{runs.default_model_path()}`.")
     keys = list(options) + [UPLOAD_OPTION]
     labels = {**options, UPLOAD_OPTION: "Upload a .keras file..."}
     choice = st.selectbox("Model", keys, index=keys.index(current) if current in keys else 0,

@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 import ui
-from locmnist import jobs
+from locmnist import runs
 from locmnist.files import read_json
 
 
@@ -24,13 +24,13 @@ class Source:
 def sources() -> dict[str, Source]:
     """{label: Source} for the shipped default (if its history exists) and every run."""
     found = {}
-    default = ui.default_model_path()
-    shipped = read_json(ui.sidecar(default, "history"))
+    default = runs.default_model_path()
+    shipped = read_json(runs.sidecar(default, "history"))
     if shipped:
         found["Shipped default"] = Source(shipped, default if default.exists() else None,
                                           "default")
-    for run in jobs.list_runs():
-        history = read_json(run.dir / "history.json")
+    for run in runs.list_runs():
+        history = read_json(run.dir / runs.HISTORY)
         if history:
             found[f"{run.id} ({run.state})"] = Source(
                 history, run.model_path if run.has_model else None, run.id)

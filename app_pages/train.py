@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from locmnist import jobs
+from locmnist import jobs, runs
 from locmnist.files import read_json
 
 WATCHED_RUN = "train_run"  # session key: the run this tab started or watches
@@ -26,14 +26,14 @@ def render() -> None:
     watched = started or active or st.session_state.get(WATCHED_RUN)
     # A refresh starts a new session: show the server's last run rather than nothing.
     latest_only = not watched
-    watched = watched or jobs.latest_run_id()
+    watched = watched or runs.latest_run_id()
     if watched and watched != "starting":
         st.session_state[WATCHED_RUN] = watched
         st.divider()
         if latest_only:
             st.caption("The latest run on this server; the History page has every run.")
-        run_dir = jobs.runs_dir() / watched
-        if jobs.run_info(run_dir).live:
+        run_dir = runs.runs_root() / watched
+        if runs.run_info(run_dir).live:
             live_panel(run_dir)
         else:
             final_panel(run_dir)
@@ -93,7 +93,7 @@ def live_panel(run_dir) -> None:
 
 @st.fragment(run_every=POLL_SECONDS)
 def live_progress(run_dir) -> None:
-    info = jobs.run_info(run_dir)
+    info = runs.run_info(run_dir)
     if not info.live:
         st.rerun()  # the whole page, which now shows the final panel
     s = info.status
@@ -108,7 +108,7 @@ def live_progress(run_dir) -> None:
                     text=f"Epoch {s.get('epoch')}/{epochs} · step {s.get('step')}/{steps} · "
                          f"elapsed {ui.fmt_seconds(s.get('elapsed_s'))} · "
                          f"ETA {ui.fmt_seconds(s.get('eta_s'))}")
-    if (run_dir / jobs.CANCEL_FILE).exists():
+    if (run_dir / runs.CANCEL).exists():
         st.caption("Cancel requested: stopping after the current batch...")
     elif st.button("Cancel", key="train_cancel"):
         jobs.cancel(run_dir)
@@ -117,7 +117,7 @@ def live_progress(run_dir) -> None:
 
 @st.fragment(run_every=2 * POLL_SECONDS)  # curves change once an epoch: poll them less
 def live_curves(run_dir) -> None:
-    history = read_json(run_dir / "history.json") or {}
+    history = read_json(run_dir / runs.HISTORY) or {}
     if history:
         ui.curves_grid({run_dir.name: history}, key="train_live")
     else:
@@ -125,24 +125,24 @@ def live_curves(run_dir) -> None:
 
 
 def final_panel(run_dir) -> None:
-    info = jobs.run_info(run_dir)
+    info = runs.run_info(run_dir)
     st.subheader(f"Run {info.id}: {info.state}")
     if info.state == "completed":
         st.success("Training completed.")
-        show_metrics(read_json(run_dir / "metrics.json"))
+        show_metrics(read_json(run_dir / runs.METRICS))
     elif info.state == "cancelled":
         st.warning("Training was cancelled" + (f" ({info.error})" if info.error else "")
                    + (". The best model so far was kept." if info.has_model else "."))
     else:
         st.error(f"Training failed: {info.error}")
         with st.expander("Log"):
-            st.code(jobs.log_tail(run_dir, 40) or "(empty)", language=None)
+            st.code(runs.log_tail(run_dir, 40) or "(empty)", language=None)
     if info.has_model:
         if st.button("Use this model", key="train_use_model", type="primary"):
             ui.use_model(info.model_path)
         if str(ui.active_model()) == str(info.model_path):
             st.success("The Predict and Evaluate pages now use this model.")
-    history = read_json(run_dir / "history.json") or {}
+    history = read_json(run_dir / runs.HISTORY) or {}
     if history:
         ui.curves_grid({info.id: history}, key="train_final")
 

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 
@@ -57,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-height", type=float, help="largest digit height in canvas pixels")
     t.add_argument("--time-limit", type=float, help="stop training after this many seconds")
     t.add_argument("--seed", type=int)
-    t.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
+    t.add_argument("--out", help="run directory (default: <runs root>/<time>-<preset>-<id>, "
+                                 "the runs root being the repo's runs/ or $LOCMNIST_RUNS)")
     t.add_argument("--extra", help="extra labelled images mixed into training: a folder or "
                                    "zip with labels.csv (file,label[,xmin,ymin,xmax,ymax]), "
                                    "or a corrections database")
@@ -150,6 +150,7 @@ class _ProgressBar:
 
 
 def cmd_train(args) -> int:
+    from locmnist import runs
     from locmnist.config import preset
     from locmnist.distribute import describe, make_strategy
     from locmnist.training import train
@@ -159,7 +160,7 @@ def cmd_train(args) -> int:
                  widths=args.widths, dense_units=args.dense_units, crop_size=args.crop_size,
                  min_height=args.min_height, max_height=args.max_height,
                  time_limit_s=args.time_limit, seed=args.seed)
-    out = Path(args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}")
+    out = Path(args.out or runs.runs_root() / runs.new_run_id(cfg.preset))
     cancel = threading.Event()
 
     def stop(signum, frame):  # SIGTERM/SIGINT: finish the batch, keep the best model
@@ -191,10 +192,8 @@ def cmd_train(args) -> int:
         print(f"test accuracy {m['accuracy']:.4f}  mean IoU {m['iou_mean']:.3f}  "
               f"IoU>=0.5 {m['iou_ge_0.5']:.3f}", file=sys.stderr)
     if args.ship and result.status == "completed":
-        from locmnist.inference import DEFAULT_MODEL
-
-        ship_run(out, DEFAULT_MODEL)
-        print(f"shipped as {DEFAULT_MODEL}", file=sys.stderr)
+        ship_run(out, runs.DEFAULT_MODEL)
+        print(f"shipped as {runs.DEFAULT_MODEL}", file=sys.stderr)
     return 0 if result.status == "completed" else 1
 
 
@@ -206,14 +205,14 @@ def ship_run(run_dir: Path, dest: Path) -> None:
     """
     import shutil
 
+    from locmnist import runs
     from locmnist.files import atomic_write
 
-    run_dir, dest = Path(run_dir), Path(dest)
-    stem = dest.with_suffix("")
-    for name in ("config", "history", "metrics"):
-        atomic_write(f"{stem}.{name}.json",
-                     lambda tmp, n=name: shutil.copyfile(run_dir / f"{n}.json", tmp))
-    atomic_write(dest, lambda tmp: shutil.copyfile(run_dir / "model.keras", tmp), suffix=".keras")
+    run_model, dest = Path(run_dir) / runs.MODEL, Path(dest)
+    for kind in ("config", "history", "metrics"):
+        atomic_write(runs.sidecar(dest, kind),
+                     lambda tmp, k=kind: shutil.copyfile(runs.sidecar(run_model, k), tmp))
+    atomic_write(dest, lambda tmp: shutil.copyfile(run_model, tmp), suffix=".keras")
 
 
 # --- evaluate -----------------------------------------------------------------

@@ -8,7 +8,8 @@ outputs (the reference's list outputs included).
 * ``savedmodel``: a directory ready for TF Serving (``serving_default`` signature),
   written to a temporary sibling and renamed into place;
 * ``tflite``: one ``.tflite`` file, converted from that SavedModel, written atomically;
-* ``keras``: a ``.keras`` file plus the model's ``config.json`` when it has one.
+* ``keras``: a ``.keras`` file plus the model's config sidecar (``locmnist.runs.sidecar``)
+  when it has one.
 
 After writing, the export is loaded back and compared with the Keras model on
 test canvases, so a broken export is reported, not shipped.
@@ -24,7 +25,6 @@ import numpy as np
 
 FORMATS = ("savedmodel", "tflite", "keras")
 INPUT_SHAPE = (75, 75, 1)
-OUTPUT_NAMES = ("classification", "bounding_box")
 PARITY_TOLERANCE = 1e-4
 
 
@@ -41,12 +41,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import os
-
-    from locmnist.inference import DEFAULT_MODEL, ENV_MODEL
     from locmnist.model_files import load_model_file
+    from locmnist.runs import default_model_path
 
-    source = Path(args.model or os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
+    source = Path(args.model or default_model_path())
     model, config = load_model_file(source)
     path = export_model(model, args.format, args.out, config=config)
     result = {"format": args.format, "model": str(source), "out": str(path)}
@@ -151,15 +149,14 @@ def export_tflite(model, out_file: Path) -> Path:
 
 
 def export_keras(model, out_file: Path, config=None) -> Path:
-    """Re-save as .keras (e.g. from legacy .h5), with ``config.json`` beside it if known."""
+    """Re-save as .keras (e.g. from legacy .h5), with its config sidecar beside it if known."""
     from locmnist.files import atomic_write
+    from locmnist.runs import sidecar
 
     out_file = Path(out_file)
     atomic_write(out_file, model.save, suffix=".keras")
     if config is not None:
-        # model.keras pairs with config.json (a run directory); other names with <stem>.json.
-        name = "config.json" if out_file.name == "model.keras" else out_file.stem + ".json"
-        config.save(out_file.with_name(name))
+        config.save(sidecar(out_file, "config"))
     return out_file
 
 

@@ -2,12 +2,12 @@
 
 A Streamlit rerun, page change, refresh or closed tab must not stop a training,
 so it runs in its own process group (``start_new_session``) with its output in
-``<run>/train.log``. One training per server (per runs directory): an atomic lock
+``<run>/train.log``. One training per server (per runs root): an atomic lock
 file (``O_CREAT | O_EXCL``) holds the trainer's pid; a lock whose pid is dead is
 stale and cleared. The trainer writes ``status.json`` and ``history.json`` itself
-(see ``locmnist.training``); this module only launches, watches and cancels.
+(see ``locmnist.training``); this module only locks, launches and cancels. Where
+runs live, their file names and how to read one: ``locmnist.runs``.
 
-``$LOCMNIST_RUNS`` overrides the runs directory (default ``runs/`` in the repo).
 ``$LOCMNIST_TRAIN_OVERRIDES`` is a JSON object of training flags applied on top of
 what the Train page's form asks for -- how tests and screenshots get tiny runs.
 """
@@ -21,18 +21,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from locmnist import runs
 from locmnist.files import atomic_write_json, read_json
+from locmnist.runs import pid_alive, start_ticks
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LOCK_NAME = ".training.lock"
-LOG_NAME = "train.log"
-JOB_NAME = "job.json"
-CANCEL_FILE = "CANCEL"           # the name locmnist.training watches
-INCOMPLETE = "failed/incomplete"  # status says running, but its process is gone
-LIVE_STATES = ("starting", "running", "evaluating")
 # Form field -> CLI flag. Only what `python -m locmnist train` accepts.
 CLI_FLAGS = {"data": "--data", "epochs": "--epochs", "batch_size": "--batch-size",
              "train_digits": "--train-digits", "val_digits": "--val-digits",
@@ -47,29 +41,6 @@ class TrainingBusy(RuntimeError):
     def __init__(self, run_id: str | None):
         super().__init__(f"a training run is already in progress ({run_id or 'starting'})")
         self.run_id = run_id
-
-
-@dataclass
-class RunInfo:
-    id: str
-    dir: Path
-    state: str            # starting|running|evaluating|completed|cancelled|failed|failed/incomplete
-    status: dict          # status.json as written by the trainer ({} before it starts)
-    config: dict | None
-    has_model: bool
-    error: str | None     # why it failed, for display
-
-    @property
-    def live(self) -> bool:
-        return self.state in LIVE_STATES
-
-    @property
-    def model_path(self) -> Path:
-        return self.dir / "model.keras"
-
-
-def runs_dir() -> Path:
-    return Path(os.environ.get("LOCMNIST_RUNS") or REPO_ROOT / "runs")
 
 
 def env_overrides() -> dict:
@@ -88,60 +59,29 @@ def env_overrides() -> dict:
 
 # --- processes -------------------------------------------------------------------
 
-def _start_ticks(pid: int) -> int | None:
-    """Process start time (clock ticks since boot), to tell a reused pid apart; None if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        return None if fields[0] == "Z" else int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def pid_alive(pid: int | None, start_ticks: int | None = None) -> bool:
-    if not pid or pid <= 0:
-        return False
-    try:  # reap it if it is our own finished child, else it lingers as a zombie
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if Path("/proc").is_dir():
-        ticks = _start_ticks(pid)
-        if ticks is None:  # a zombie, or gone
-            return False
-        return start_ticks is None or ticks == start_ticks
-    return True
-
-
-def _kill_after(pid: int, start_ticks: int | None, grace_s: float, run_dir: Path) -> None:
+def _kill_after(pid: int, ticks: int | None, grace_s: float, run_dir: Path) -> None:
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if not pid_alive(pid, start_ticks):
+        if not pid_alive(pid, ticks):
             return
         time.sleep(0.2)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    status = read_json(run_dir / "status.json") or {}
-    if status.get("state") in LIVE_STATES or not status:
+    status = read_json(run_dir / runs.STATUS) or {}
+    if status.get("state") in runs.LIVE_STATES or not status:
         # Killed mid-write is impossible (atomic files), so the best model so far stands.
-        atomic_write_json(run_dir / "status.json", {
+        atomic_write_json(run_dir / runs.STATUS, {
             **status, "state": "cancelled", "updated": time.time(),
-            "has_model": (run_dir / "model.keras").exists(),
+            "has_model": (run_dir / runs.MODEL).exists(),
             "error": f"did not stop within {grace_s:.0f} s of SIGTERM; killed"})
 
 
 # --- the lock ----------------------------------------------------------------------
 
 def _lock_path(root: Path) -> Path:
-    return root / LOCK_NAME
+    return root / runs.LOCK
 
 
 def _read_lock(root: Path) -> dict | None:
@@ -159,7 +99,7 @@ def _read_lock(root: Path) -> dict | None:
 def _clear_stale_lock(root: Path, seen: dict) -> None:
     """Remove a lock whose holder is dead, without removing a fresh lock taken meanwhile."""
     lock = _lock_path(root)
-    aside = root / f"{LOCK_NAME}.stale-{secrets.token_hex(4)}"
+    aside = root / f"{runs.LOCK}.stale-{secrets.token_hex(4)}"
     try:
         os.rename(lock, aside)
     except FileNotFoundError:
@@ -175,7 +115,7 @@ def _clear_stale_lock(root: Path, seen: dict) -> None:
 
 def active_run_id(root: Path | None = None) -> str | None:
     """The run holding the lock, clearing the lock if its process is dead."""
-    root = root or runs_dir()
+    root = root or runs.runs_root()
     lock = _read_lock(root)
     if lock is None:
         return None
@@ -205,18 +145,14 @@ def _take_lock(root: Path, run_id: str) -> None:
                 raise TrainingBusy(holder) from None
             continue
         # Held by this server until the trainer's pid replaces it.
-        os.write(fd, json.dumps({"pid": os.getpid(), "start_ticks": _start_ticks(os.getpid()),
+        os.write(fd, json.dumps({"pid": os.getpid(), "start_ticks": start_ticks(os.getpid()),
                                  "run_id": run_id}).encode())
         os.close(fd)
         return
     raise TrainingBusy(active_run_id(root))
 
 
-# --- launching, cancelling, listing --------------------------------------------------
-
-def new_run_id(preset: str) -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}-{secrets.token_hex(2)}"
-
+# --- launching and cancelling -------------------------------------------------------
 
 def start_training(preset: str = "quick", root: Path | None = None, **fields) -> str:
     """Launch a detached training; return its run id. Raises TrainingBusy or ValueError.
@@ -226,7 +162,7 @@ def start_training(preset: str = "quick", root: Path | None = None, **fields) ->
     """
     from locmnist.config import preset as make_config
 
-    root = root or runs_dir()
+    root = root or runs.runs_root()
     overrides = env_overrides()
     preset = overrides.pop("preset", preset)
     fields = {k: v for k, v in {**fields, **overrides}.items() if v is not None}
@@ -235,7 +171,7 @@ def start_training(preset: str = "quick", root: Path | None = None, **fields) ->
         raise ValueError(f"cannot set {sorted(unknown)} from the app")
     make_config(preset, **fields)  # raises ValueError with a clear message
 
-    run_id = new_run_id(preset)
+    run_id = runs.new_run_id(preset)
     run_dir = root / run_id
     _take_lock(root, run_id)
     try:
@@ -245,12 +181,12 @@ def start_training(preset: str = "quick", root: Path | None = None, **fields) ->
         for k, v in fields.items():
             argv += [CLI_FLAGS[k], ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-        with open(run_dir / LOG_NAME, "ab") as log:
-            proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
+        with open(run_dir / runs.LOG, "ab") as log:
+            proc = subprocess.Popen(argv, cwd=runs.REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        job = {"run_id": run_id, "pid": proc.pid, "start_ticks": _start_ticks(proc.pid),
+        job = {"run_id": run_id, "pid": proc.pid, "start_ticks": start_ticks(proc.pid),
                "argv": argv[1:], "fields": fields, "preset": preset, "started": time.time()}
-        atomic_write_json(run_dir / JOB_NAME, job)
+        atomic_write_json(run_dir / runs.JOB, job)
         atomic_write_json(_lock_path(root), {k: job[k] for k in ("pid", "start_ticks", "run_id")})
     except BaseException:
         _lock_path(root).unlink(missing_ok=True)
@@ -261,8 +197,8 @@ def start_training(preset: str = "quick", root: Path | None = None, **fields) ->
 def cancel(run_dir: Path, grace_s: float = 20.0) -> None:
     """Ask the trainer to stop (CANCEL file + SIGTERM); SIGKILL it after ``grace_s``."""
     run_dir = Path(run_dir)
-    (run_dir / CANCEL_FILE).touch()
-    job = read_json(run_dir / JOB_NAME) or {}
+    (run_dir / runs.CANCEL).touch()
+    job = read_json(run_dir / runs.JOB) or {}
     pid, ticks = job.get("pid"), job.get("start_ticks")
     if not pid_alive(pid, ticks):
         return
@@ -272,73 +208,3 @@ def cancel(run_dir: Path, grace_s: float = 20.0) -> None:
         return
     threading.Thread(target=_kill_after, args=(pid, ticks, grace_s, run_dir),
                      name=f"kill-after-{pid}", daemon=True).start()
-
-
-def log_tail(run_dir: Path, lines: int = 12) -> str:
-    try:
-        text = (Path(run_dir) / LOG_NAME).read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def run_info(run_dir: Path) -> RunInfo:
-    """A run's state, with a dead trainer's 'running' reported as failed/incomplete."""
-    d = Path(run_dir)
-    status = read_json(d / "status.json") or {}
-    job = read_json(d / JOB_NAME) or {}
-    pid = job.get("pid") or status.get("pid")
-    state = status.get("state") or "starting"
-    error = status.get("error")
-    if state in LIVE_STATES and not pid_alive(pid, job.get("start_ticks") if job else None):
-        # Reap first: a fresh 'completed' may have landed after we read the status.
-        status = read_json(d / "status.json") or status
-        state = status.get("state") or "starting"
-        if state in LIVE_STATES:
-            if (d / CANCEL_FILE).exists():
-                state = "cancelled"
-            else:
-                state = INCOMPLETE
-                error = error or _last_error_line(d) or "the training process ended unexpectedly"
-    if state == "failed" and not error:
-        error = _last_error_line(d) or "training failed"
-    return RunInfo(d.name, d, state, status, read_json(d / "config.json"),
-                   (d / "model.keras").exists(), error)
-
-
-def _last_error_line(run_dir: Path) -> str | None:
-    for line in reversed(log_tail(run_dir, 40).splitlines()):
-        if line.startswith("error:") or "Error" in line:
-            return line.strip()
-    return None
-
-
-def _started(run_dir: Path) -> float:
-    """When a run began: its first file's time (the directory's own mtime moves on each write)."""
-    for name in (JOB_NAME, "config.json", "status.json"):
-        try:
-            return (run_dir / name).stat().st_mtime
-        except OSError:
-            continue
-    return 0.0
-
-
-def _run_dirs(root: Path | None = None) -> list[Path]:
-    """Every run directory under the runs dir, newest first."""
-    root = root or runs_dir()
-    if not root.is_dir():
-        return []
-    dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-            and ((p / "status.json").exists() or (p / JOB_NAME).exists())]
-    return sorted(dirs, key=_started, reverse=True)
-
-
-def list_runs(root: Path | None = None) -> list[RunInfo]:
-    """Every run, newest first."""
-    return [run_info(p) for p in _run_dirs(root)]
-
-
-def latest_run_id(root: Path | None = None) -> str | None:
-    """The newest run's id, without reading every run's state."""
-    dirs = _run_dirs(root)
-    return dirs[0].name if dirs else None

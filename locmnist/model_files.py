@@ -12,7 +12,7 @@
 * size limits on the file and, for ``.keras`` (a zip), on what it unpacks to;
 * the input must be (75, 75, 1); there must be a softmax(10) and a box(4) output,
   named or in the reference's list order;
-* the config saved beside a model (``config.json``) is returned with it.
+* the config saved beside a model (its sidecar, see ``locmnist.runs``) is returned with it.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import zipfile
 from pathlib import Path
 
 from locmnist.model_checks import ConfigRefused, check_config
+from locmnist.runs import model_file, sidecar
 
 MAX_MODEL_BYTES = 50 * 1024 * 1024
 MAX_UNPACKED_BYTES = 4 * MAX_MODEL_BYTES   # a zip bomb posing as .keras stops here
@@ -34,9 +35,7 @@ class InvalidModel(ValueError):
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
     """The model file for ``path`` (a file or a run directory), checked for type and size."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.keras"
+    p = model_file(path)
     if not p.is_file():
         raise InvalidModel(f"no model file at {p}")
     if p.suffix.lower() not in (".keras", ".h5"):
@@ -70,9 +69,7 @@ def load_model_file(path: str | os.PathLike):
         raise InvalidModel(f"{p.name} could not be loaded: {msg}") from None
     check_model(model, p.name)
     config = None
-    # A run directory has model.keras + config.json; a shipped model x.keras has x.config.json.
-    cfg_path = (p.with_name("config.json") if p.name == "model.keras"
-                else p.with_name(p.stem + ".config.json"))
+    cfg_path = sidecar(p, "config")
     if cfg_path.is_file():
         try:
             config = Config.load(cfg_path)

@@ -1,16 +1,11 @@
 """Training: ``train(cfg, out_dir, callbacks=...) -> TrainResult``.
 
-A run directory gets, each written atomically (temp file + rename):
-
-* ``config.json``   the full Config, written first;
-* ``status.json``   state (running / completed / cancelled / failed), pid, epoch, step, ETA;
-* ``history.json``  per-epoch training and validation metrics plus ``elapsed_s``;
-* ``model.keras``   the best model so far (lowest validation loss);
-* ``metrics.json``  the final evaluation on the published test split.
+A run directory gets its files (``locmnist.runs`` names them: config, status,
+history, the best model, test metrics), each written atomically (temp file + rename).
 
 ``train`` neither prints nor plots: progress reaches callers through Keras
 callbacks or the ``progress`` hook. Cancel with ``cancel`` (a threading.Event),
-by creating the file ``CANCEL`` in the run directory, or with SIGTERM/SIGINT in
+by creating the cancel file (``runs.CANCEL``) in the run directory, or with SIGTERM/SIGINT in
 the CLI; the best model so far is kept.
 """
 from __future__ import annotations
@@ -30,13 +25,13 @@ import tensorflow as tf
 from locmnist.config import Config
 from locmnist.data import load_mnist
 from locmnist.distribute import shard
-from locmnist.files import atomic_write, atomic_write_json, read_json
+from locmnist import runs
+from locmnist.files import atomic_write, atomic_write_json
 from locmnist.model import build_model, compile_model
 from locmnist.model_files import load_model_file
 from locmnist.synthesis import synthesize, synthesize_numpy
 
 VAL_SEED = 777          # validation canvases are fixed for a run, unlike training ones
-CANCEL_FILE = "CANCEL"
 
 
 @dataclass
@@ -151,14 +146,14 @@ class _RunRecorder(keras.callbacks.Callback):
         return eta
 
     def write_status(self, state: str, step: int = 0, **extra) -> None:
-        atomic_write_json(self.run_dir / "status.json", {
+        atomic_write_json(self.run_dir / runs.STATUS, {
             "state": state, "pid": os.getpid(), "epoch": self.epoch + 1, "epochs": self.cfg.epochs,
             "step": step, "steps": self.steps, "elapsed_s": round(self.elapsed(), 2),
             "eta_s": None if state != "running" else self.eta(step),
             "updated": time.time(), **extra})
 
     def should_stop(self) -> bool:
-        if self.cancel.is_set() or (self.run_dir / CANCEL_FILE).exists():
+        if self.cancel.is_set() or (self.run_dir / runs.CANCEL).exists():
             self.cancelled = True
             return True
         return bool(self.cfg.time_limit_s) and self.elapsed() >= self.cfg.time_limit_s
@@ -198,11 +193,11 @@ class _RunRecorder(keras.callbacks.Callback):
             self.model.optimizer.learning_rate))
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
-        atomic_write_json(self.run_dir / "history.json", self.history)
+        atomic_write_json(self.run_dir / runs.HISTORY, self.history)
         monitor = logs.get("val_loss", logs.get("loss", math.inf))
         if monitor < self.best or self.keep == "last":
             self.best = monitor
-            atomic_write(self.run_dir / "model.keras", self.model.save, suffix=".keras")
+            atomic_write(self.run_dir / runs.MODEL, self.model.save, suffix=".keras")
         self.write_status("running", self.steps)
         if self.progress:
             self.progress(Progress(epoch + 1, self.cfg.epochs, self.steps, self.steps,
@@ -234,10 +229,10 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
         probe.unlink()
     except OSError as e:
         raise OSError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from e
-    (run_dir / CANCEL_FILE).unlink(missing_ok=True)
+    (run_dir / runs.CANCEL).unlink(missing_ok=True)
     for stray in run_dir.glob(".*.tmp*"):  # left by a process killed mid-write
         stray.unlink(missing_ok=True)
-    cfg.save(run_dir / "config.json")
+    cfg.save(run_dir / runs.CONFIG)
     keras.utils.set_random_seed(cfg.seed)
 
     mnist = load_mnist(mnist_path)
@@ -267,7 +262,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
         recorder.write_status("failed", error=f"{type(e).__name__}: {e}")
         raise
 
-    model_path = run_dir / "model.keras"
+    model_path = run_dir / runs.MODEL
     status = "cancelled" if recorder.cancelled else "completed"
     metrics = None
     if model_path.exists():
@@ -282,15 +277,8 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
         metrics = (evaluate(best) if evaluate
                    else evaluate_model(best, data=cfg.data, mnist_path=mnist_path))
         metrics["train_seconds"] = recorder.history.get("elapsed_s", [0])[-1]
-        atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic_write_json(run_dir / runs.METRICS, metrics)
     recorder.write_status(status, steps, has_model=model_path.exists())
     return TrainResult(run_dir, status, recorder.history, metrics,
                        model_path if model_path.exists() else None)
 
-
-def read_run(run_dir: str | os.PathLike) -> dict:
-    """Everything known about a run directory, tolerant of a run still being written."""
-    d = Path(run_dir)
-    return {"dir": d, "config": read_json(d / "config.json"), "status": read_json(d / "status.json"),
-            "history": read_json(d / "history.json", {}), "metrics": read_json(d / "metrics.json"),
-            "has_model": (d / "model.keras").exists()}

@@ -181,12 +181,11 @@ def concurrency(predictor, tmp: Path) -> list[str]:
                     f"{r['calls']} calls (good, blank and invalid inputs) | "
                     f"{len(r['errors'])} errors, {len(r['mismatches'])} answers differing from "
                     f"serial, {r['calls'] / r['seconds']:.0f} predictions/s |")
-    try:
-        from locmnist import jobs
-    except ImportError:
-        return rows
     import threading
     from concurrent.futures import ThreadPoolExecutor
+
+    from locmnist import jobs, runs
+    from locmnist.files import read_json
 
     root = tmp / "runs"
     barrier = threading.Barrier(THREADS)
@@ -205,9 +204,9 @@ def concurrency(predictor, tmp: Path) -> list[str]:
     started = [r for r in results if isinstance(r, str)]
     for run_id in started:
         jobs.cancel(root / run_id, grace_s=10)
-        pid = (jobs.read_json(root / run_id / jobs.JOB_NAME) or {}).get("pid")
+        pid = (read_json(root / run_id / runs.JOB) or {}).get("pid")
         deadline = time.monotonic() + 30
-        while jobs.pid_alive(pid) and time.monotonic() < deadline:
+        while runs.pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
     busy = sum(isinstance(r, jobs.TrainingBusy) for r in results)
     rows.append(f"| Simultaneous Start clicks (`jobs.start_training`) | {THREADS} at once | "

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from locmnist import jobs
+from locmnist.runs import CANCEL
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `import ui` and `app_pages` live at the repo root
@@ -22,9 +23,9 @@ TINY_NET = {"train_digits": 512, "val_digits": 256, "batch_size": 64, "widths": 
 
 
 def model_path() -> Path:
-    from locmnist.inference import DEFAULT_MODEL, ENV_MODEL
+    from locmnist.runs import default_model_path
 
-    return Path(os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
+    return default_model_path()
 
 
 needs_model = pytest.mark.skipif(not model_path().exists(),
@@ -260,7 +261,7 @@ def test_the_cancel_button_stops_a_run(runs, monkeypatch):
     at.form_submit_button[0].click().run()
     run_id = at.session_state["train_run"]
     at.button(key="train_cancel").click().run()
-    assert (runs / run_id / jobs.CANCEL_FILE).exists()
+    assert (runs / run_id / CANCEL).exists()
     wait_until_no_run_is_active(runs)
     at.run()
     assert not at.exception

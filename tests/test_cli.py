@@ -11,10 +11,10 @@ from PIL import Image, ImageDraw
 from tests.conftest import REPO
 
 
-def run_cli(*args, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_cli(*args, timeout=300, cwd=REPO, **env):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     return subprocess.run([sys.executable, "-m", "locmnist", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=REPO)
+                          text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +79,19 @@ def test_bad_model_is_a_clear_error(images):
     assert "error" in json.loads(r.stdout.splitlines()[0])
 
 
-def test_train_writes_a_run_directory(tmp_path):
-    out = tmp_path / "run"
+def test_train_writes_a_run_directory_where_the_app_lists_it(tmp_path):
+    """Without --out the run goes to the runs root ($LOCMNIST_RUNS here), not the cwd."""
+    from locmnist import runs
+
+    root, elsewhere = tmp_path / "runs", tmp_path / "cwd"
+    elsewhere.mkdir()
     r = run_cli("train", "--preset", "quick", "--epochs", "1", "--train-digits", "256",
-                "--batch-size", "64", "--out", str(out), "--time-limit", "60")
+                "--batch-size", "64", "--time-limit", "60", cwd=elsewhere,
+                LOCMNIST_RUNS=str(root))
     assert r.returncode == 0, r.stderr[-2000:]
-    for name in ("model.keras", "config.json", "history.json", "metrics.json"):
-        assert (out / name).is_file()
+    assert not list(elsewhere.iterdir())
+    [run] = runs.list_runs(root)
+    assert run.state == "completed" and run.id.split("-")[2] == "quick"
+    for name in (runs.MODEL, runs.CONFIG, runs.HISTORY, runs.METRICS):
+        assert (run.dir / name).is_file()
     assert "epoch 1/1" in r.stderr and "test accuracy" in r.stderr

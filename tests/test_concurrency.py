@@ -15,6 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_hostile_inputs import CORPUS, load_predictor  # noqa: E402  (the same corpus)
 
+from locmnist import jobs, runs  # noqa: E402
+from locmnist.files import read_json  # noqa: E402
 from locmnist.preprocess import InvalidImage  # noqa: E402
 
 THREADS = 8
@@ -113,7 +115,6 @@ def test_eight_threads_batch_api(predictor):
 def test_simultaneous_start_clicks_launch_one_training(tmp_path, monkeypatch):
     """8 sessions press Start at the same instant: one training starts, the other 7
     are told one is already running; cancelling it frees the lock."""
-    jobs = pytest.importorskip("locmnist.jobs")
     monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
     root = tmp_path / "runs"
     start = threading.Barrier(THREADS)
@@ -135,10 +136,10 @@ def test_simultaneous_start_clicks_launch_one_training(tmp_path, monkeypatch):
     assert jobs.active_run_id(root) == started[0]
 
     jobs.cancel(run_dir, grace_s=20)
-    pid = (jobs.read_json(run_dir / jobs.JOB_NAME) or {})["pid"]
+    pid = (read_json(run_dir / runs.JOB) or {})["pid"]
     deadline = time.monotonic() + 60
-    while jobs.pid_alive(pid) and time.monotonic() < deadline:
+    while runs.pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not jobs.pid_alive(pid), "the cancelled training is still running"
+    assert not runs.pid_alive(pid), "the cancelled training is still running"
     assert jobs.active_run_id(root) is None
     assert len([d for d in root.iterdir() if d.is_dir()]) == 1

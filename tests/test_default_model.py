@@ -2,7 +2,7 @@
 wild set (drawn / photographed / typed digits) through the full predict path."""
 import pytest
 
-from locmnist.inference import DEFAULT_MODEL
+from locmnist.runs import DEFAULT_MODEL
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="models/default.keras not shipped")
 

@@ -34,9 +34,9 @@ pytestmark = [pytest.mark.e2e,
 
 def model_path() -> Path:
     sys.path.insert(0, str(REPO))
-    from locmnist.inference import DEFAULT_MODEL, ENV_MODEL
+    from locmnist.runs import default_model_path
 
-    return Path(os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
+    return default_model_path()
 
 
 def free_port() -> int:
@@ -88,8 +88,9 @@ def server(tmp_path_factory):
     finally:
         sys.path.insert(0, str(REPO))
         from locmnist import jobs
+        from locmnist import runs as runs_mod
 
-        for run in jobs.list_runs(runs):  # never leave a trainer behind
+        for run in runs_mod.list_runs(runs):  # never leave a trainer behind
             if run.live:
                 jobs.cancel(run.dir, grace_s=5)
         os.killpg(proc.pid, signal.SIGTERM)
@@ -226,11 +227,11 @@ def test_train_while_switching_pages_then_compare_in_history(server, page, shots
     page.get_by_text(f"Run {run_id}").first.wait_for()
     page.get_by_text("Epoch").or_(page.get_by_text("Starting")).first.wait_for()
     # Live curves: screenshot once SCREENSHOT_EPOCHS epochs are on disk, if the run is still going.
-    from locmnist import jobs
+    from locmnist import runs as runs_mod
 
-    history_file = server["runs"] / run_id / "history.json"
+    history_file = server["runs"] / run_id / runs_mod.HISTORY
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and jobs.run_info(server["runs"] / run_id).live:
+    while time.monotonic() < deadline and runs_mod.run_info(server["runs"] / run_id).live:
         if len(json.loads(history_file.read_text()).get("epoch", [])
                if history_file.exists() else []) >= SCREENSHOT_EPOCHS:
             wait_plotly(page, 4)

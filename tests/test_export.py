@@ -58,6 +58,19 @@ def test_export_matches_keras_model(fmt, small_model, test_canvases, tmp_path):
     assert probs.std(axis=0).max() > 1e-3 and boxes.std(axis=0).min() > 1e-3
 
 
+def test_keras_export_writes_the_config_sidecar_that_loading_reads(small_model, tmp_path):
+    from locmnist.config import preset
+    from locmnist.export import export_keras
+    from locmnist.model_files import load_model_file
+
+    cfg = preset("quick", widths=(4, 8, 8, 8), dense_units=16)
+    for name in ("mine.keras", "model.keras"):  # a model file, and a run directory's
+        path = export_keras(small_model, tmp_path / name, config=cfg)
+        assert load_model_file(path)[1] == cfg
+    assert {p.name for p in tmp_path.iterdir()} == {"mine.keras", "mine.config.json",
+                                                    "model.keras", "config.json"}
+
+
 def test_savedmodel_has_serving_signature(small_model, tmp_path):
     import tensorflow as tf
 

@@ -302,9 +302,9 @@ def judge(case: Case, kind: str, result, page_: Page | None, check_accuracy: boo
 
 def trained_model_path() -> Path | None:
     """The model tests should use: $LOCMNIST_MODEL or the shipped one, if present."""
-    from locmnist.inference import DEFAULT_MODEL, ENV_MODEL
+    from locmnist.runs import default_model_path
 
-    p = Path(os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
+    p = default_model_path()
     return p if p.exists() else None
 
 

@@ -3,40 +3,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from locmnist import jobs
-from locmnist.files import atomic_write_json
-
-
-def dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
-def make_run(root, name, status=None, job=None, cancel=False):
-    d = root / name
-    d.mkdir(parents=True)
-    if status is not None:
-        atomic_write_json(d / "status.json", status)
-    if job is not None:
-        atomic_write_json(d / jobs.JOB_NAME, job)
-    if cancel:
-        (d / jobs.CANCEL_FILE).touch()
-    return d
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from locmnist import jobs, runs
+from tests.helpers import dead_pid, make_run, wait_for
 
 
 def test_lock_is_exclusive_and_a_dead_holder_is_cleared(tmp_path):
@@ -46,37 +17,20 @@ def test_lock_is_exclusive_and_a_dead_holder_is_cleared(tmp_path):
         jobs._take_lock(tmp_path, "second")
     assert busy.value.run_id == "first"
     # The holder dies: the lock is stale, cleared, and can be taken again.
-    (tmp_path / jobs.LOCK_NAME).write_text(json.dumps({"pid": dead_pid(), "run_id": "first"}))
+    (tmp_path / runs.LOCK).write_text(json.dumps({"pid": dead_pid(), "run_id": "first"}))
     assert jobs.active_run_id(tmp_path) is None
-    assert not (tmp_path / jobs.LOCK_NAME).exists()
+    assert not (tmp_path / runs.LOCK).exists()
     jobs._take_lock(tmp_path, "third")
     assert jobs.active_run_id(tmp_path) == "third"
 
 
 def test_a_reused_pid_does_not_hold_the_lock(tmp_path):
-    ticks = jobs._start_ticks(os.getpid())
+    ticks = runs.start_ticks(os.getpid())
     if ticks is None:
         pytest.skip("no /proc start times on this system")
     lock = {"pid": os.getpid(), "start_ticks": ticks + 1, "run_id": "old"}
-    (tmp_path / jobs.LOCK_NAME).write_text(json.dumps(lock))
+    (tmp_path / runs.LOCK).write_text(json.dumps(lock))
     assert jobs.active_run_id(tmp_path) is None
-
-
-def test_run_states_from_status_and_process(tmp_path):
-    gone = dead_pid()
-    make_run(tmp_path, "a-done", {"state": "completed", "pid": gone, "has_model": False})
-    make_run(tmp_path, "b-crashed", {"state": "running", "pid": gone})
-    make_run(tmp_path, "c-live", {"state": "running", "pid": os.getpid()})
-    make_run(tmp_path, "d-killed-early", job={"pid": gone})
-    make_run(tmp_path, "e-cancelled-early", job={"pid": gone}, cancel=True)
-    make_run(tmp_path, "f-failed", {"state": "failed", "pid": gone, "error": "ValueError: boom"})
-    states = {r.id: r.state for r in jobs.list_runs(tmp_path)}
-    assert states == {"a-done": "completed", "b-crashed": jobs.INCOMPLETE, "c-live": "running",
-                      "d-killed-early": jobs.INCOMPLETE, "e-cancelled-early": "cancelled",
-                      "f-failed": "failed"}
-    failed = jobs.run_info(tmp_path / "f-failed")
-    assert failed.error == "ValueError: boom" and not failed.live
-    assert jobs.run_info(tmp_path / "b-crashed").error  # never a failure without a reason
 
 
 def test_overrides_and_bad_settings_are_clear_errors(tmp_path, monkeypatch):
@@ -101,11 +55,11 @@ def test_cancel_escalates_to_sigkill_after_the_grace_period(tmp_path):
                                 stdout=subprocess.PIPE)
     assert stubborn.stdout.readline().strip() == b"ready"
     run = make_run(tmp_path, "stuck", {"state": "running", "pid": stubborn.pid},
-                   job={"pid": stubborn.pid, "start_ticks": jobs._start_ticks(stubborn.pid)})
-    assert jobs.run_info(run).state == "running"
+                   job={"pid": stubborn.pid, "start_ticks": runs.start_ticks(stubborn.pid)})
+    assert runs.run_info(run).state == "running"
     jobs.cancel(run, grace_s=1.0)
     assert stubborn.wait(timeout=10) == -9
-    info = wait_for(lambda: (i := jobs.run_info(run)).state == "cancelled" and i, 5, "cancelled")
+    info = wait_for(lambda: (i := runs.run_info(run)).state == "cancelled" and i, 5, "cancelled")
     assert "killed" in info.error
 
 
@@ -119,14 +73,14 @@ def test_real_training_is_exclusive_and_cancellable(tmp_path, monkeypatch):
     assert jobs.active_run_id(tmp_path) == run_id
     with pytest.raises(jobs.TrainingBusy):  # a second Start, from anywhere
         jobs.start_training("quick", root=tmp_path)
-    wait_for(lambda: jobs.run_info(run_dir).status.get("step", 0) > 0, 120, "training steps")
-    assert jobs.run_info(run_dir).state == "running"
+    wait_for(lambda: runs.run_info(run_dir).status.get("step", 0) > 0, 120, "training steps")
+    assert runs.run_info(run_dir).state == "running"
     jobs.cancel(run_dir)
-    info = wait_for(lambda: (i := jobs.run_info(run_dir)).state != "running" and i, 60,
+    info = wait_for(lambda: (i := runs.run_info(run_dir)).state != "running" and i, 60,
                     "the run to stop")
-    assert info.state == "cancelled", jobs.log_tail(run_dir)
+    assert info.state == "cancelled", runs.log_tail(run_dir)
     # The lock goes with the process (which exits just after writing its final status).
     wait_for(lambda: jobs.active_run_id(tmp_path) is None, 30, "the lock to be released")
-    assert not (tmp_path / jobs.LOCK_NAME).exists()
-    argv = json.loads((run_dir / jobs.JOB_NAME).read_text())["argv"]
+    assert not (tmp_path / runs.LOCK).exists()
+    argv = json.loads((run_dir / runs.JOB).read_text())["argv"]
     assert "--no-progress" in argv and argv[argv.index("--widths") + 1] == "4,8,8,8"

@@ -5,7 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from locmnist.training import CANCEL_FILE, read_run, train
+from locmnist import runs
+from locmnist.files import read_json
+from locmnist.training import train
 from tests.conftest import tiny_config
 
 
@@ -35,14 +37,15 @@ def test_history_has_every_curve(tiny_run):
 
 def test_run_directory_files(tiny_run):
     out, result, _ = tiny_run
-    for name in ("model.keras", "config.json", "history.json", "metrics.json", "status.json"):
+    for name in (runs.MODEL, runs.CONFIG, runs.HISTORY, runs.METRICS, runs.STATUS):
         assert (out / name).is_file(), name
-    run = read_run(out)
-    assert run["status"]["state"] == "completed" and run["has_model"]
-    assert run["metrics"]["n"] == 10000 and 0 <= run["metrics"]["accuracy"] <= 1
-    assert json.loads((out / "history.json").read_text()) == result.history
+    run = runs.run_info(out)
+    assert run.state == "completed" and run.has_model and run.config["epochs"] == 3
+    metrics = read_json(out / runs.METRICS)
+    assert metrics["n"] == 10000 and 0 <= metrics["accuracy"] <= 1
+    assert json.loads((out / runs.HISTORY).read_text()) == result.history
     assert not list(out.glob("*.tmp*"))                     # no temp files left behind
-    keras.models.load_model(out / "model.keras", compile=False)
+    keras.models.load_model(out / runs.MODEL, compile=False)
 
 
 def test_progress_hook(tiny_run):
@@ -63,13 +66,13 @@ def test_cancel_stops_and_keeps_best_model(tmp_path):
     assert result.status == "cancelled"
     assert len(result.history["loss"]) == 1     # the partial second epoch is not recorded
     assert result.model_path is not None and result.model_path.exists()
-    assert read_run(tmp_path)["status"]["state"] == "cancelled"
+    assert runs.run_info(tmp_path).state == "cancelled"
 
 
 def test_cancel_file(tmp_path):
     def progress(p):
         if p.history is not None:   # after the first epoch is saved
-            (tmp_path / CANCEL_FILE).touch()
+            (tmp_path / runs.CANCEL).touch()
 
     result = train(tiny_config(epochs=4), tmp_path, progress=progress, evaluate_test=False)
     # The partial second epoch is dropped: history and model are from epoch 1.
@@ -78,10 +81,10 @@ def test_cancel_file(tmp_path):
 
 
 def test_cancel_before_first_epoch_leaves_no_model(tmp_path):
-    result = train(tiny_config(epochs=2), tmp_path, progress=lambda p: (tmp_path / CANCEL_FILE).touch(),
+    result = train(tiny_config(epochs=2), tmp_path, progress=lambda p: (tmp_path / runs.CANCEL).touch(),
                    evaluate_test=False)
     assert result.status == "cancelled" and result.model_path is None and result.history == {}
-    assert read_run(tmp_path)["status"]["state"] == "cancelled"
+    assert runs.run_info(tmp_path).state == "cancelled"
 
 
 def test_time_limit(tmp_path):

@@ -4,7 +4,7 @@ directories that cannot be written.
 
 A killed run must never damage a finished run or a model file next to it, and
 must itself be readable afterwards: valid ``status.json`` / ``history.json``, a
-``model.keras`` that is absent or loads, and ``jobs.run_info`` calling it incomplete.
+``model.keras`` that is absent or loads, and ``runs.run_info`` calling it incomplete.
 ``scripts/reliability_report.py`` runs the same campaign for the README's table.
 """
 from __future__ import annotations
@@ -142,7 +142,7 @@ def check_killed_run(run_dir: Path, expected_state: str = "failed/incomplete") -
     if (run_dir / "status.json").exists() and _state(run_dir).get("state") == "completed":
         problems.append("a killed run claims to be completed")
     try:
-        from locmnist.jobs import run_info  # how the app's History/Train pages see a run
+        from locmnist.runs import run_info  # how the app's History/Train pages see a run
     except ImportError:  # the app's job module is optional for the library
         return problems
     state = run_info(run_dir).state

@@ -1,0 +1,213 @@
+"""Where runs and models live and what their files are called: the one owner of the layout.
+
+A run directory (one training) holds, each written atomically by ``locmnist.training``:
+
+* ``config.json``   the full Config, written first;
+* ``status.json``   state (starting / running / evaluating / completed / cancelled / failed),
+                    pid, epoch, step, ETA;
+* ``history.json``  per-epoch training and validation metrics plus ``elapsed_s``;
+* ``model.keras``   the best model so far (lowest validation loss);
+* ``metrics.json``  the final evaluation on the published test split;
+* ``CANCEL``        created by whoever wants the trainer to stop;
+* ``job.json``, ``train.log``  the app's launch record and the trainer's output
+                    (``locmnist.jobs``).
+
+A model elsewhere (the shipped ``models/default.keras``) keeps the same JSON files
+beside it as *sidecars*: ``default.config.json``, ``default.history.json``,
+``default.metrics.json``. ``sidecar()`` names both kinds.
+
+The runs root is the repo's ``runs/`` or ``$LOCMNIST_RUNS``, for the CLI and the
+app alike. Reading a run never raises: a run still being written reads as far as
+it goes.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from locmnist.files import read_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RUNS_ENV = "LOCMNIST_RUNS"
+MODEL_ENV = "LOCMNIST_MODEL"
+MODELS_DIR = REPO_ROOT / "models"
+DEFAULT_MODEL = MODELS_DIR / "default.keras"     # the shipped localizer
+DETECTOR_MODEL = MODELS_DIR / "detector.keras"   # the shipped multi-digit detector
+
+# Files in a run directory.
+CONFIG = "config.json"
+STATUS = "status.json"
+HISTORY = "history.json"
+MODEL = "model.keras"
+METRICS = "metrics.json"
+CANCEL = "CANCEL"
+JOB = "job.json"
+LOG = "train.log"
+# In the runs root: the one-training-at-a-time lock (see locmnist.jobs).
+LOCK = ".training.lock"
+
+LIVE_STATES = ("starting", "running", "evaluating")
+INCOMPLETE = "failed/incomplete"  # status says running, but its process is gone
+
+
+# --- where things are ------------------------------------------------------------
+
+def runs_root() -> Path:
+    """Where runs go: ``$LOCMNIST_RUNS``, else the repo's ``runs/`` (never the cwd's)."""
+    return Path(os.environ.get(RUNS_ENV) or REPO_ROOT / "runs")
+
+
+def new_run_id(preset: str) -> str:
+    """``<date>-<time>-<preset>-<4 hex>``: sorts by time, unique within a second."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}-{secrets.token_hex(2)}"
+
+
+def default_model_path() -> Path:
+    """What ``Predictor.load()`` loads: ``$LOCMNIST_MODEL``, else the shipped model."""
+    return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
+
+
+def sidecar(model_path: str | os.PathLike, kind: str) -> Path:
+    """The ``kind`` JSON file (config, history, metrics) that belongs to a model file.
+
+    A run directory's ``model.keras`` has ``config.json``; any other ``x.keras``
+    (or ``x.h5``) has ``x.config.json``.
+    """
+    p = Path(model_path)
+    if p.name == MODEL:
+        return p.parent / f"{kind}.json"
+    return p.with_name(f"{p.stem}.{kind}.json")
+
+
+def model_file(path: str | os.PathLike) -> Path:
+    """The model file for ``path``: the path itself, or a run directory's ``model.keras``."""
+    p = Path(path)
+    return p / MODEL if p.is_dir() else p
+
+
+# --- is the trainer alive ----------------------------------------------------------
+
+def start_ticks(pid: int) -> int | None:
+    """Process start time (clock ticks since boot), to tell a reused pid apart; None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        return None if fields[0] == "Z" else int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_alive(pid: int | None, ticks: int | None = None) -> bool:
+    """Whether ``pid`` runs (and, when ``ticks`` is given, is the same process as then)."""
+    if not pid or pid <= 0:
+        return False
+    try:  # reap it if it is our own finished child, else it lingers as a zombie
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if Path("/proc").is_dir():
+        now = start_ticks(pid)
+        if now is None:  # a zombie, or gone
+            return False
+        return ticks is None or now == ticks
+    return True
+
+
+# --- reading runs ------------------------------------------------------------------
+
+@dataclass
+class RunInfo:
+    id: str
+    dir: Path
+    state: str            # starting|running|evaluating|completed|cancelled|failed|failed/incomplete
+    status: dict          # status.json as written by the trainer ({} before it starts)
+    config: dict | None
+    has_model: bool
+    error: str | None     # why it failed, for display
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def model_path(self) -> Path:
+        return self.dir / MODEL
+
+
+def run_info(run_dir: str | os.PathLike) -> RunInfo:
+    """A run's state, with a dead trainer's 'running' reported as failed/incomplete."""
+    d = Path(run_dir)
+    status = read_json(d / STATUS) or {}
+    job = read_json(d / JOB) or {}
+    pid = job.get("pid") or status.get("pid")
+    state = status.get("state") or "starting"
+    error = status.get("error")
+    if state in LIVE_STATES and not pid_alive(pid, job.get("start_ticks") if job else None):
+        # Reap first: a fresh 'completed' may have landed after we read the status.
+        status = read_json(d / STATUS) or status
+        state = status.get("state") or "starting"
+        if state in LIVE_STATES:
+            if (d / CANCEL).exists():
+                state = "cancelled"
+            else:
+                state = INCOMPLETE
+                error = error or _last_error_line(d) or "the training process ended unexpectedly"
+    if state == "failed" and not error:
+        error = _last_error_line(d) or "training failed"
+    return RunInfo(d.name, d, state, status, read_json(d / CONFIG), (d / MODEL).exists(), error)
+
+
+def log_tail(run_dir: str | os.PathLike, lines: int = 12) -> str:
+    """The last ``lines`` lines of the trainer's output ("" when there is none)."""
+    try:
+        text = (Path(run_dir) / LOG).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _last_error_line(run_dir: Path) -> str | None:
+    for line in reversed(log_tail(run_dir, 40).splitlines()):
+        if line.startswith("error:") or "Error" in line:
+            return line.strip()
+    return None
+
+
+def _started(run_dir: Path) -> float:
+    """When a run began: its first file's time (the directory's own mtime moves on each write)."""
+    for name in (JOB, CONFIG, STATUS):
+        try:
+            return (run_dir / name).stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def _run_dirs(root: Path | None = None) -> list[Path]:
+    """Every run directory under the runs root, newest first."""
+    root = root or runs_root()
+    if not root.is_dir():
+        return []
+    dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+            and ((p / STATUS).exists() or (p / JOB).exists())]
+    return sorted(dirs, key=_started, reverse=True)
+
+
+def list_runs(root: Path | None = None) -> list[RunInfo]:
+    """Every run, newest first."""
+    return [run_info(p) for p in _run_dirs(root)]
+
+
+def latest_run_id(root: Path | None = None) -> str | None:
+    """The newest run's id, without reading every run's state."""
+    dirs = _run_dirs(root)
+    return dirs[0].name if dirs else None
