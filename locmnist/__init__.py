@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Predictor": "locmnist.inference",
-    "Prediction": "locmnist.inference",
+    "Prediction": "locmnist.results",
     "InvalidImage": "locmnist.preprocess",
     "InvalidModel": "locmnist.model_files",
     "Config": "locmnist.config",

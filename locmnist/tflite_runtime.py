@@ -1,9 +1,8 @@
 """Running an exported ``.tflite`` model with the same API as ``Predictor``.
 
 ``TFLitePredictor.load(path).predict(image) -> Prediction``: the same
-preprocessing (``locmnist.preprocess.prepare``) and the same result mapping
-(``Predictor._result``) as the Keras predictor, so only the model runtime
-differs. A TFLite interpreter is not thread-safe, hence the lock.
+preprocessing and result mapping (``locmnist.results.predict_image``) as the
+Keras predictor, so only the model runtime differs. A TFLite interpreter is not thread-safe, hence the lock.
 """
 from __future__ import annotations
 
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from locmnist.inference import Predictor
 from locmnist.model_files import InvalidModel
+from locmnist.results import Prediction, predict_image
 
 MAX_TFLITE_BYTES = 50 * 1024 * 1024
 SIGNATURE = "serving_default"
@@ -63,7 +62,6 @@ class TFLitePredictor:
             out = self._runner(image=x)
             return np.array(out["classification"]), np.array(out["bounding_box"])
 
-    # The very same preprocessing and result mapping as the Keras predictor: only
-    # predict_canvas (the runtime) differs.
-    predict = Predictor.predict
-    _result = staticmethod(Predictor._result)
+    def predict(self, image) -> Prediction:
+        """Predict the digit and its box in ``image``, exactly as ``Predictor.predict`` does."""
+        return predict_image(self.predict_canvas, image)

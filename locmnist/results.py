@@ -1,0 +1,70 @@
+"""What a predictor returns, and the one mapping from raw model outputs to it.
+
+Both predictors (``locmnist.inference.Predictor`` on Keras, and
+``locmnist.tflite_runtime.TFLitePredictor``) differ only in how they run a batch
+of canvases; ``predict_image`` does the rest for both: preprocessing, the
+"no digit" answer, NaN guarding, and boxes mapped back to the input's pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from locmnist.preprocess import Prepared, prepare
+
+# (N, 75, 75[, 1]) float32 canvases -> ((N, 10) probabilities, (N, 4) normalized boxes)
+CanvasRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result. Boxes follow the convention in ``locmnist.boxes``."""
+    label: int | None                  # the digit, or None when there is no digit
+    confidence: float                  # probability of ``label`` (0.0 when None)
+    probabilities: tuple[float, ...]   # 10 values (all 0.0 when there is no digit)
+    box: tuple[float, float, float, float] | None             # input image pixels
+    box_normalized: tuple[float, float, float, float] | None  # box / input (W, H)
+    model_box: tuple[float, float, float, float] | None       # normalized, on model_input
+    model_input: np.ndarray = field(repr=False)               # (75, 75) float32, ink = 1
+    image_size: tuple[int, int] = (0, 0)                      # input (width, height)
+    message: str = ""                  # why there is no digit, for display
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (the CLI's ``predict --json`` schema, minus ``file``)."""
+        r = lambda t: None if t is None else [round(float(v), 4) for v in t]
+        return {"label": self.label, "confidence": round(self.confidence, 6),
+                "probabilities": [round(p, 6) for p in self.probabilities],
+                "box": r(self.box), "box_normalized": r(self.box_normalized)}
+
+
+def no_digit(prep: Prepared, message: str) -> Prediction:
+    return Prediction(None, 0.0, (0.0,) * 10, None, None, None, prep.model_input,
+                      prep.image_size, message)
+
+
+def to_prediction(prep: Prepared, probs: np.ndarray, model_box: np.ndarray) -> Prediction:
+    """One canvas's raw outputs, probs (10,) and model_box (4,), as a Prediction."""
+    if not (np.isfinite(probs).all() and np.isfinite(model_box).all()):
+        # A broken user model (NaN weights): report it, never emit NaN as a guess.
+        return no_digit(prep, "the model gave no valid output (NaN)")
+    model_box = tuple(float(v) for v in np.clip(model_box, 0.0, 1.0))
+    box = prep.to_input_pixels(model_box)
+    w, h = prep.image_size
+    label = int(np.argmax(probs))
+    return Prediction(label, float(probs[label]), tuple(float(p) for p in probs), box,
+                      (box[0] / w, box[1] / h, box[2] / w, box[3] / h), model_box,
+                      prep.model_input, prep.image_size, "")
+
+
+def predict_image(run_canvases: CanvasRunner, image) -> Prediction:
+    """Preprocess ``image``, run the model on it unless it is blank, map the result back.
+
+    Raises ``locmnist.preprocess.InvalidImage`` (a ValueError) with a message fit for users.
+    """
+    prep = prepare(image)
+    if prep.blank_reason:
+        return no_digit(prep, prep.blank_reason)
+    probs, boxes = run_canvases(prep.model_input)
+    return to_prediction(prep, probs[0], boxes[0])
