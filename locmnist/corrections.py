@@ -78,9 +78,9 @@ class Unreadable:
 
 
 def default_path() -> Path:
-    from locmnist.jobs import runs_dir
+    from locmnist.runs import runs_root
 
-    return runs_dir() / DB_NAME
+    return runs_root() / DB_NAME
 
 
 def check_box(box) -> tuple[float, float, float, float]:

@@ -154,7 +154,7 @@ def add_arguments(p) -> None:
                    "(default: $LOCMNIST_MODEL or the shipped model)")
     p.add_argument("--corrections", help="a corrections database, or a folder or zip with "
                    "labels.csv (default: the app's database under the runs root)")
-    p.add_argument("--out", help="run directory (default: <runs root>/<time>-finetune)")
+    p.add_argument("--out", help="run directory (default: <runs root>/<time>-finetune-<id>)")
     p.add_argument("--mnist", help="path to mnist.npz or a folder of IDX files")
     p.add_argument("--no-progress", action="store_true", help="no terminal progress bar")
     for f in dataclasses.fields(FinetuneSettings):
@@ -165,22 +165,20 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import signal
     import sys
-    import time
 
     from locmnist.cli import _ProgressBar
     from locmnist.corrections import default_path
-    from locmnist.inference import DEFAULT_MODEL, ENV_MODEL
-    from locmnist.jobs import runs_dir
+    from locmnist import runs
 
     settings = FinetuneSettings(**{f.name: getattr(args, f.name)
                                    for f in dataclasses.fields(FinetuneSettings)
                                    if getattr(args, f.name) is not None})
-    model = args.model or os.environ.get(ENV_MODEL) or DEFAULT_MODEL
+    model = args.model or runs.default_model_path()
     corrections = Path(args.corrections or default_path())
     if not corrections.exists():
         raise FileNotFoundError(f"no corrections at {corrections}: correct some answers on the "
                                 f"Predict page, or pass --corrections DB|DIR")
-    out = Path(args.out or runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-finetune")
+    out = Path(args.out or runs.runs_root() / runs.new_run_id("finetune"))
     cancel = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # finish the batch, keep the model so far
         signal.signal(sig, lambda *_: cancel.set())
