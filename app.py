@@ -11,6 +11,7 @@ from app_pages import evaluate, history, predict, train
 
 st.set_page_config(page_title="locmnist", page_icon="🔢", layout="wide")
 ui.warm_default_model()  # whatever page a visitor opens first, the model starts loading
+ui.admin_login()         # public servers: logs, paths and anyone's runs need the admin token
 page = st.navigation([
     st.Page(predict.render, title="Predict", icon=":material/draw:", url_path="predict",
             default=True),

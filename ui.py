@@ -5,6 +5,7 @@ Pages import this as ``import ui``. Nothing here runs at import time.
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
 import tempfile
@@ -99,7 +100,7 @@ def model_picker(key: str) -> Path | None:
         options[current] = Path(current).name
     if not options:
         st.warning("No model yet: train one on the **Train** page, upload a .keras file, "
-                   f"or ship `{runs.default_model_path()}`.")
+                   f"or ship `{hide_paths(runs.default_model_path())}`.")
     keys = list(options) + [UPLOAD_OPTION]
     labels = {**options, UPLOAD_OPTION: "Upload a .keras file..."}
     choice = st.selectbox("Model", keys, index=keys.index(current) if current in keys else 0,
@@ -109,7 +110,7 @@ def model_picker(key: str) -> Path | None:
     if choice != current:
         use_model(Path(choice))
     if not Path(choice).exists():  # deleted since the list was made
-        st.warning(f"The model file {choice} is gone; pick another model.")
+        st.warning(f"The model file {hide_paths(choice)} is gone; pick another model.")
         return None
     return Path(choice)
 
@@ -123,21 +124,34 @@ def load_predictor(path: Path | None):
     try:
         return get_predictor(path)
     except InvalidModel as e:
-        st.error(str(e))
+        st.error(md_escape(hide_paths(str(e))))
         return None
 
 
 UPLOAD_MAX_AGE_S = 24 * 3600  # a public server must not fill its disk with strangers' models
 
 
-def _prune_uploads(folder: Path) -> None:
-    """Delete uploaded models older than a day (a session holding one gets a clear error)."""
-    for old in folder.glob("*.keras"):
+def _prune_uploads(folder: Path, quota_bytes: int | None = None) -> None:
+    """Delete uploaded models older than a day, then the oldest until they fit ``quota_bytes``.
+
+    A session still holding a deleted one gets a clear "file is gone" error.
+    """
+    files = []
+    for f in folder.glob("*.keras"):
         try:
-            if time.time() - old.stat().st_mtime > UPLOAD_MAX_AGE_S:
-                old.unlink()
+            st_ = f.stat()
+            if time.time() - st_.st_mtime > UPLOAD_MAX_AGE_S:
+                f.unlink()
+            else:
+                files.append((st_.st_mtime, st_.st_size, f))
         except OSError:
             pass  # another server process pruned it first
+    total = sum(size for _, size, _ in files)
+    for _, size, f in sorted(files):
+        if quota_bytes is None or total <= quota_bytes:
+            break
+        f.unlink(missing_ok=True)
+        total -= size
 
 
 def _save_checked_upload(data: bytes, name: str) -> str:
@@ -151,9 +165,13 @@ def _save_checked_upload(data: bytes, name: str) -> str:
     from locmnist.model_files import InvalidModel, check_keras_bytes, trial_load
 
     check_keras_bytes(data, name)
+    settings = server_settings()
+    quota = None if settings.local else settings.upload_quota_mb * 2**20
+    if quota is not None and len(data) > quota:
+        raise InvalidModel(f"{name} is larger than this server's upload space")
     folder = Path(tempfile.gettempdir()) / "locmnist-uploads"
     folder.mkdir(exist_ok=True)
-    _prune_uploads(folder)
+    _prune_uploads(folder, None if quota is None else quota - len(data))
     path = str(folder / f"{secrets.token_hex(8)}.keras")  # never the user's name as a path
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), suffix=".keras")
     try:
@@ -189,6 +207,39 @@ def _uploaded_model(key: str) -> str | None:
     st.session_state.setdefault(UPLOADED_MODELS, {})[path] = f.name
     use_model(Path(path))
     return Path(path)
+
+
+ADMIN_TOKEN = "admin_token"   # session key: what the visitor typed as the admin token
+OWNER_TOKEN = "owner_token"   # session key: this session's secret, the owner of its runs
+
+
+def is_admin() -> bool:
+    """Local mode, or this session entered the admin token: logs, paths, anyone's runs."""
+    return server_settings().is_admin(st.session_state.get(ADMIN_TOKEN))
+
+
+def admin_login() -> None:
+    """A password field in the sidebar, on a public server that has an admin token."""
+    settings = server_settings()
+    if settings.local or not settings.admin_token:
+        return
+    with st.sidebar.expander("Admin"):
+        st.text_input("Admin token", type="password", key=ADMIN_TOKEN)
+
+
+def session_owner() -> str:
+    """This session's secret: the runs it starts are its own to cancel."""
+    return st.session_state.setdefault(OWNER_TOKEN, secrets.token_urlsafe(16))
+
+
+def hide_paths(text: str) -> str:
+    """``text`` with the server's folders removed, unless the visitor is an admin."""
+    if is_admin():
+        return str(text)
+    for folder in sorted({str(runs.runs_root()), str(Path(tempfile.gettempdir())),
+                          str(Path(__file__).resolve().parent)}, key=len, reverse=True):
+        text = str(text).replace(folder + os.sep, "").replace(folder, "")
+    return text
 
 
 def server_settings():

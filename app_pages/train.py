@@ -49,13 +49,20 @@ def training_form() -> str | None:
                              "2 CPU cores); "
                              "seed: the reference notebook's CNN and data.")
     overrides = jobs.env_overrides()
+    limits = ui.server_settings()
     # The form starts from what a run will use: the preset, then any server overrides.
     base = preset(name, **{k: v for k, v in overrides.items() if k != "preset"})
+    max_epochs, max_digits = (200, 60_000) if limits.local else (limits.max_epochs,
+                                                                 limits.max_train_digits)
     with st.form("train_form"):
         c1, c2 = st.columns(2)
-        epochs = c1.number_input("Epochs", 1, 200, base.epochs, key=f"train_epochs_{name}")
-        digits = c2.number_input("Training digits (0 = all 55,000)", 0, 60_000,
-                                 base.train_digits, step=1000, key=f"train_digits_{name}")
+        epochs = c1.number_input("Epochs", 1, max_epochs, min(base.epochs, max_epochs),
+                                 key=f"train_epochs_{name}")
+        digits = c2.number_input(
+            "Training digits" + (" (0 = all 55,000)" if limits.local else ""),
+            0 if limits.local else 1, max_digits,
+            min(base.train_digits or max_digits, max_digits), step=1000,
+            key=f"train_digits_{name}")
         heights = st.slider("Digit height on the 75×75 canvas (px)", 4, 73,
                             (int(base.min_height), int(base.max_height)),
                             key=f"train_heights_{name}",
@@ -66,14 +73,19 @@ def training_form() -> str | None:
                 else "")
         st.caption(f"Batch {base.batch_size}, learning rate {base.learning_rate:g}, "
                    f"conv widths {list(base.widths)}{look}{limit}.")
-        if overrides:
+        if not limits.local:
+            st.caption(f"On this server a run stops after {ui.fmt_seconds(limits.run_seconds)} "
+                       f"(minutes:seconds) and uses at most {max_epochs} epochs and "
+                       f"{max_digits:,} digits.")
+        if overrides and ui.is_admin():
             st.caption(f"Server overrides from LOCMNIST_TRAIN_OVERRIDES: {overrides}")
         submitted = st.form_submit_button("Start training", type="primary")
     if not submitted:
         return None
     try:
         run_id = jobs.start_training(name, epochs=int(epochs), train_digits=int(digits),
-                                     min_height=float(heights[0]), max_height=float(heights[1]))
+                                     min_height=float(heights[0]), max_height=float(heights[1]),
+                                     limits=limits, owner=ui.session_owner())
     except jobs.TrainingBusy as e:
         st.warning("A training run is already in progress; one runs at a time on this "
                    "server. You can watch it below.")
@@ -110,6 +122,8 @@ def live_progress(run_dir) -> None:
                          f"ETA {ui.fmt_seconds(s.get('eta_s'))}")
     if (run_dir / runs.CANCEL).exists():
         st.caption("Cancel requested: stopping after the current batch...")
+    elif not jobs.may_cancel(run_dir, ui.session_owner(), admin=ui.is_admin()):
+        st.caption("Another visitor started this run; only they can cancel it.")
     elif st.button("Cancel", key="train_cancel"):
         jobs.cancel(run_dir)
         st.caption("Cancel requested: stopping after the current batch...")
@@ -131,12 +145,14 @@ def final_panel(run_dir) -> None:
         st.success("Training completed.")
         show_metrics(read_json(run_dir / runs.METRICS))
     elif info.state == "cancelled":
-        st.warning("Training was cancelled" + (f" ({info.error})" if info.error else "")
+        st.warning("Training was cancelled"
+                   + (f" ({ui.md_escape(ui.hide_paths(info.error))})" if info.error else "")
                    + (". The best model so far was kept." if info.has_model else "."))
     else:
-        st.error(f"Training failed: {info.error}")
-        with st.expander("Log"):
-            st.code(runs.log_tail(run_dir, 40) or "(empty)", language=None)
+        st.error(ui.md_escape(f"Training failed: {ui.hide_paths(info.error)}"))
+        if ui.is_admin():
+            with st.expander("Log"):
+                st.code(runs.log_tail(run_dir, 40) or "(empty)", language=None)
     if info.has_model:
         if st.button("Use this model", key="train_use_model", type="primary"):
             ui.use_model(info.model_path)

@@ -59,6 +59,18 @@ def env_overrides() -> dict:
 
 # --- processes -------------------------------------------------------------------
 
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal the trainer's whole process group (it leads one: ``start_new_session``).
+
+    With a wall-clock cap the pid is coreutils ``timeout`` and the trainer its child;
+    the group reaches both. Raises ProcessLookupError when it is gone.
+    """
+    if os.getpgid(pid) == pid:
+        os.killpg(pid, sig)
+    else:
+        os.kill(pid, sig)
+
+
 def _kill_after(pid: int, ticks: int | None, grace_s: float, run_dir: Path) -> None:
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
@@ -66,7 +78,7 @@ def _kill_after(pid: int, ticks: int | None, grace_s: float, run_dir: Path) -> N
             return
         time.sleep(0.2)
     try:
-        os.kill(pid, signal.SIGKILL)
+        _signal_group(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
     status = read_json(run_dir / runs.STATUS) or {}
@@ -154,22 +166,37 @@ def _take_lock(root: Path, run_id: str) -> None:
 
 # --- launching and cancelling -------------------------------------------------------
 
-def start_training(preset: str = "quick", root: Path | None = None, **fields) -> str:
+def start_training(preset: str = "quick", root: Path | None = None, *, limits=None,
+                   owner: str | None = None, **fields) -> str:
     """Launch a detached training; return its run id. Raises TrainingBusy or ValueError.
 
     ``fields`` are Config fields the CLI accepts (see CLI_FLAGS); they are checked
     here, in-process, so a bad form value is an error on the page, not a dead run.
+    ``limits`` (a ``locmnist.settings.ServerSettings``) bounds the epochs and digits
+    asked for (not ``$LOCMNIST_TRAIN_OVERRIDES``: the admin's) and caps the run's
+    wall-clock time: the trainer stops itself at 3/4 of the cap and its process
+    group is killed at the cap, even if this server is gone by then.
+    ``owner`` is a secret of the starting session; only it may cancel (``may_cancel``).
     """
     from locmnist.config import preset as make_config
 
     root = root or runs.runs_root()
+    unknown = set(fields) - set(CLI_FLAGS)
+    if unknown:
+        raise ValueError(f"cannot set {sorted(unknown)} from the app")
+    if limits is not None:  # what the visitor asked for; the admin's overrides are trusted
+        asked = make_config(preset, **{k: v for k, v in fields.items() if v is not None})
+        limits.check_training(asked.epochs, asked.train_digits)
     overrides = env_overrides()
     preset = overrides.pop("preset", preset)
     fields = {k: v for k, v in {**fields, **overrides}.items() if v is not None}
     unknown = set(fields) - set(CLI_FLAGS)
     if unknown:
         raise ValueError(f"cannot set {sorted(unknown)} from the app")
-    make_config(preset, **fields)  # raises ValueError with a clear message
+    cfg = make_config(preset, **fields)  # raises ValueError with a clear message
+    cap = limits.run_seconds if limits is not None else None
+    if cap:
+        fields["time_limit_s"] = min(cfg.time_limit_s or cap, 0.75 * cap)
 
     run_id = runs.new_run_id(preset)
     run_dir = root / run_id
@@ -180,18 +207,42 @@ def start_training(preset: str = "quick", root: Path | None = None, **fields) ->
                 "--out", str(run_dir), "--no-progress"]
         for k, v in fields.items():
             argv += [CLI_FLAGS[k], ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
+        if cap:  # coreutils timeout: SIGTERM shortly before the cap, SIGKILL at the cap
+            grace = min(15.0, cap / 4)
+            argv = ["timeout", f"--kill-after={grace:g}s", f"{cap - grace:g}s", *argv]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
         with open(run_dir / runs.LOG, "ab") as log:
             proc = subprocess.Popen(argv, cwd=runs.REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         job = {"run_id": run_id, "pid": proc.pid, "start_ticks": start_ticks(proc.pid),
-               "argv": argv[1:], "fields": fields, "preset": preset, "started": time.time()}
+               "argv": argv[1:], "fields": fields, "preset": preset, "started": time.time(),
+               "cap_s": cap, "owner": _owner_hash(owner)}
         atomic_write_json(run_dir / runs.JOB, job)
         atomic_write_json(_lock_path(root), {k: job[k] for k in ("pid", "start_ticks", "run_id")})
     except BaseException:
         _lock_path(root).unlink(missing_ok=True)
         raise
     return run_id
+
+
+def _owner_hash(owner: str | None) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(owner.encode()).hexdigest() if owner else None
+
+
+def may_cancel(run_dir: Path, owner: str | None, admin: bool = False) -> bool:
+    """Whether the session holding ``owner`` (or an admin) may cancel this run.
+
+    A run started without an owner (the CLI) is the admin's to cancel.
+    """
+    import hmac
+
+    if admin:
+        return True
+    job = read_json(Path(run_dir) / runs.JOB)
+    want = job.get("owner") if isinstance(job, dict) else None
+    return isinstance(want, str) and hmac.compare_digest(want, _owner_hash(owner) or "")
 
 
 def cancel(run_dir: Path, grace_s: float = 20.0) -> None:
@@ -203,7 +254,7 @@ def cancel(run_dir: Path, grace_s: float = 20.0) -> None:
     if not pid_alive(pid, ticks):
         return
     try:
-        os.kill(pid, signal.SIGTERM)
+        _signal_group(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     threading.Thread(target=_kill_after, args=(pid, ticks, grace_s, run_dir),

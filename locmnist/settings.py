@@ -30,7 +30,7 @@ class ServerSettings:
     mode: str = field(default="public", metadata={"help": "public or local"})
     max_epochs: int = field(default=10, metadata={
         "help": "most epochs a run started from the browser may ask for"})
-    max_train_digits: int = field(default=20_000, metadata={
+    max_train_digits: int = field(default=30_000, metadata={
         "help": "most training digits a browser run may use (0 means all 55,000)"})
     max_run_seconds: int = field(default=600, metadata={
         "help": "wall-clock cap of a browser run, start to end; it is stopped then"})

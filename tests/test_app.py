@@ -260,6 +260,12 @@ def test_the_cancel_button_stops_a_run(runs, monkeypatch):
     at = page("train").run()
     at.form_submit_button[0].click().run()
     run_id = at.session_state["train_run"]
+    # Another visitor watches the run but cannot cancel it (issue 12 finding 4),
+    # nor see the server's overrides.
+    other = page("train").run()
+    assert not [b for b in other.button if b.key == "train_cancel"]
+    assert any("only they can cancel" in c.value for c in other.caption)
+    assert not any("LOCMNIST_TRAIN_OVERRIDES" in c.value for c in other.caption)
     at.button(key="train_cancel").click().run()
     assert (runs / run_id / CANCEL).exists()
     wait_until_no_run_is_active(runs)
@@ -280,3 +286,15 @@ def test_uploaded_models_older_than_a_day_are_pruned(tmp_path):
     os.utime(other, (two_days_ago, two_days_ago))
     ui._prune_uploads(tmp_path)
     assert not old.exists() and fresh.exists() and other.exists()
+
+
+def test_uploaded_models_beyond_the_quota_go_oldest_first(tmp_path):
+    """Issue 12 finding 6: the disk for strangers' models is bounded."""
+    import ui
+
+    files = [tmp_path / f"{i}.keras" for i in range(4)]
+    for age, f in enumerate(reversed(files)):   # 0.keras is the oldest
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (time.time() - 60 * age, time.time() - 60 * age))
+    ui._prune_uploads(tmp_path, quota_bytes=2500)
+    assert [f.exists() for f in files] == [False, False, True, True]

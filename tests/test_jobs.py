@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -59,7 +60,9 @@ def test_cancel_escalates_to_sigkill_after_the_grace_period(tmp_path):
     assert runs.run_info(run).state == "running"
     jobs.cancel(run, grace_s=1.0)
     assert stubborn.wait(timeout=10) == -9
-    info = wait_for(lambda: (i := runs.run_info(run)).state == "cancelled" and i, 5, "cancelled")
+    # The killer thread writes the reason just after the kill lands: wait for both.
+    info = wait_for(lambda: (i := runs.run_info(run)).state == "cancelled" and i.error and i, 5,
+                    "cancelled, with its reason")
     assert "killed" in info.error
 
 
@@ -84,3 +87,41 @@ def test_real_training_is_exclusive_and_cancellable(tmp_path, monkeypatch):
     assert not (tmp_path / runs.LOCK).exists()
     argv = json.loads((run_dir / runs.JOB).read_text())["argv"]
     assert "--no-progress" in argv and argv[argv.index("--widths") + 1] == "4,8,8,8"
+
+
+def test_only_the_starting_session_or_an_admin_may_cancel(tmp_path):
+    """Issue 12 finding 4: any visitor could cancel anyone's run."""
+    mine = make_run(tmp_path, "mine", job={"pid": dead_pid(), "owner": jobs._owner_hash("s1")})
+    assert jobs.may_cancel(mine, "s1")
+    assert not jobs.may_cancel(mine, "s2") and not jobs.may_cancel(mine, None)
+    assert jobs.may_cancel(mine, "s2", admin=True)
+    cli = make_run(tmp_path, "cli", job={"pid": dead_pid()})      # no owner: the admin's
+    assert not jobs.may_cancel(cli, "s1") and jobs.may_cancel(cli, None, admin=True)
+    broken = make_run(tmp_path, "broken", job=[1])
+    assert not jobs.may_cancel(broken, "s1")
+
+
+def test_browser_runs_are_bounded_and_stopped_at_the_wall_clock_cap(tmp_path, monkeypatch):
+    """Issue 12 finding 4: a visitor's run never outlives the public cap, and asks
+    for no more than the public epochs and digits."""
+    from locmnist.settings import ServerSettings
+
+    monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
+    limits = ServerSettings(max_epochs=3, max_train_digits=4096, max_run_seconds=12)
+    with pytest.raises(ValueError, match="at most 3 epochs"):
+        jobs.start_training("quick", root=tmp_path, limits=limits, epochs=4, train_digits=512)
+    with pytest.raises(ValueError, match="4,096 training digits"):
+        jobs.start_training("quick", root=tmp_path, limits=limits, epochs=1, train_digits=0)
+    started = time.monotonic()
+    # Three epochs of 4096 digits is far more than 12 s on these machines.
+    run_id = jobs.start_training("quick", root=tmp_path, limits=limits, epochs=3,
+                                 train_digits=4096, batch_size=64)
+    job = json.loads((tmp_path / run_id / runs.JOB).read_text())
+    assert job["cap_s"] == 12 and job["fields"]["time_limit_s"] == 9
+    pid = job["pid"]
+    wait_for(lambda: not jobs.pid_alive(pid), 14, "the capped run to end")
+    with pytest.raises(ProcessLookupError):  # nothing of its process group is left
+        os.killpg(pid, 0)
+    assert time.monotonic() - started < 14
+    info = runs.run_info(tmp_path / run_id)
+    assert not info.live and jobs.active_run_id(tmp_path) is None
