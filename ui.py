@@ -395,3 +395,75 @@ def fmt_seconds(s) -> str:
         return "--"
     s = int(round(float(s)))
     return f"{s // 60}:{s % 60:02d}"
+
+
+# --- corrections (locmnist.corrections) ---------------------------------------------
+
+def model_id(path) -> str:
+    """The model a correction was made against: its file name and a content hash."""
+    import hashlib
+
+    p = Path(path)
+    try:
+        return f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:12]}"
+    except OSError:
+        return p.name
+
+
+def correction_control(prediction, image, model_path, key: str, source: str,
+                       user_box=None) -> None:
+    """'Wrong? It's a ...': store the image, the right digit and its box for fine-tuning.
+
+    The box starts as the user's own dragged box, else the model's; it can be edited.
+    ``image`` is what the user gave (a PIL image or an RGBA array).
+    """
+    from locmnist.corrections import CorrectionStore, CorrectionStoreError, to_png
+
+    if prediction.label is None:
+        return
+    box = tuple(user_box or prediction.box_normalized)
+    # A new drawing is a new form: widget keys carry the box, so old inputs do not linger.
+    key = f"{key}_{abs(hash(tuple(round(v, 3) for v in box))) % 10**8}"
+    with st.expander("Wrong? It's a …", expanded=False):
+        with st.form(f"correct_{key}", border=False):
+            label = st.selectbox("The right digit", list(range(10)), index=None,
+                                 placeholder="Pick the digit", key=f"correct_{key}_label")
+            st.caption("The digit's box, as fractions of the image's width and height "
+                       "(the " + ("box you dragged" if user_box else "model's box") + ").")
+            cols = st.columns(4)
+            edited = [cols[i].number_input(name, 0.0, 1.0, float(round(v, 3)), step=0.01,
+                                           format="%.3f", key=f"correct_{key}_{name}")
+                      for i, (name, v) in enumerate(zip(("xmin", "ymin", "xmax", "ymax"), box))]
+            saved = st.form_submit_button("Save the correction", key=f"correct_{key}_save")
+        if not saved:
+            return
+        if label is None:
+            st.warning("Pick the right digit first.")
+            return
+        try:
+            store = CorrectionStore()
+            rid = store.add(to_png(image), int(label), edited, model=model_id(model_path),
+                            source=source)
+            n = store.count()
+        except (CorrectionStoreError, ValueError) as e:
+            st.error(f"The correction was not saved: {e}")
+            return
+        st.success(f"Saved correction #{rid} (a {label}). {n} stored; fine-tune on them "
+                   "on the Train page.")
+
+
+def finetune_results(metrics: dict | None) -> None:
+    """Before and after a fine-tuning run, on its held-out corrections and the test split."""
+    from locmnist.finetune import summary_rows
+
+    ft = (metrics or {}).get("finetune")
+    if not ft:
+        return
+    st.markdown(f"Fine-tuned on **{ft['trained_on']}** corrections; "
+                f"**{ft['held_out']}** held out to judge it.")
+    st.table({"": [r[0] for r in summary_rows(metrics)],
+              "before": [r[1] for r in summary_rows(metrics)],
+              "after": [r[2] for r in summary_rows(metrics)]})
+    if ft.get("problems"):
+        with st.expander(f"{len(ft['problems'])} corrections could not be used"):
+            st.text("\n".join(ft["problems"]))

@@ -61,6 +61,8 @@ def draw_section(model) -> None:
         ink, user_box = without_user_boxes(drawing.rgba), drawing.user_box
         prediction = predictor.predict(ink)
         show_summary(prediction, key="canvas", user_box=user_box)
+        ui.correction_control(prediction, ink, model, key="canvas", source="drawn",
+                              user_box=user_box)
     show_pictures(prediction, ui_image(ink), user_box=user_box)
 
 
@@ -105,6 +107,8 @@ def upload_section(model) -> None:
             summary, pictures = st.columns(2, gap="medium")
             with summary:
                 show_summary(prediction, key=f"upload_{i}")
+                ui.correction_control(prediction, image, model, key=f"upload_{i}",
+                                      source="uploaded")
             with pictures:
                 show_pictures(prediction, image)
 

@@ -106,14 +106,23 @@ def check_png(png: bytes) -> None:
         raise ValueError(f"the PNG does not decode: {e}") from None
 
 
+MAX_SIDE = 1024  # larger images are stored shrunk (aspect kept: normalized boxes still fit)
+
+
 def to_png(image) -> bytes:
-    """PNG bytes of a PIL image or a uint8 numpy array (H, W[, C])."""
+    """PNG bytes of a PIL image or a uint8 numpy array (H, W[, C]), at most MAX_SIDE wide/high."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
         import numpy as np
 
         image = Image.fromarray(np.asarray(image).astype("uint8"))
+    if max(image.size) > MAX_SIDE:
+        scale = MAX_SIDE / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)),
+                              max(1, round(image.height * scale))), Image.BOX)
+    if image.mode not in ("1", "L", "LA", "RGB", "RGBA", "P", "I;16"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()

@@ -251,6 +251,12 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
 
     with strategy.scope():  # variables must be created where the strategy places them
         model = load_model_file(start_from)[0] if start_from else build_model(cfg)
+        if start_from:
+            # Fine-tuning, as keras-io advises: BatchNormalization stays in inference mode,
+            # so a few small mixed batches do not overwrite statistics of the full data.
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
         model = compile_model(model, cfg, lr_schedule(cfg, steps))
     recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress, keep)
     try:

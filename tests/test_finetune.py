@@ -1,0 +1,108 @@
+"""Fine-tuning on corrections: the hold-out split, the mix, the CLI, ``train --extra``,
+and the loop end to end (a style the model misreads, 10 corrections, fine-tune)."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from locmnist.corrections import CorrectionStore
+from locmnist.finetune import FinetuneSettings, split_holdout
+from locmnist.training import mix_in
+from tests.conftest import REPO
+from tests.new_style import as_pngs, hollow
+from tests.test_cli import run_cli
+
+SHIPPED = REPO / "models" / "default.keras"
+
+
+def test_holdout_split_is_seeded_disjoint_and_keeps_one_of_each():
+    train, held = split_holdout(10, 0.3, seed=0)
+    assert len(train) == 7 and len(held) == 3
+    assert sorted([*train, *held]) == list(range(10))
+    assert [a.tolist() for a in split_holdout(10, 0.3, 0)] == [train.tolist(), held.tolist()]
+    assert [len(a) for a in split_holdout(2, 0.3, 0)] == [1, 1]
+    assert [len(a) for a in split_holdout(3, 0.9, 0)] == [1, 2]
+    with pytest.raises(ValueError, match="at least 2 corrections"):
+        split_holdout(1, 0.3, 0)
+
+
+def test_mix_in_repeats_the_extra_digits_to_their_share():
+    tx, ty = np.zeros((900, 28, 28), np.uint8), np.zeros(900, np.uint8)
+    ex, ey = np.full((10, 28, 28), 255, np.uint8), np.full(10, 7, np.uint8)
+    mx, my = mix_in(tx, ty, (ex, ey), share=0.1)
+    assert len(mx) == 1000 and (my == 7).sum() == 100 and (mx[my == 7] == 255).all()
+    assert len(mix_in(tx, ty, (ex[:1], ey[:1]), share=0.001)[0]) == 901  # at least once
+    assert mix_in(tx, ty, None, 0.1)[0] is tx
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError):
+        FinetuneSettings(correction_share=1.0)
+    with pytest.raises(ValueError):
+        FinetuneSettings(replay_digits=10, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def corrections(tmp_path_factory, mnist):
+    """12 hollow 1s in a corrections database and as an exported zip."""
+    d = tmp_path_factory.mktemp("corrections")
+    pngs, boxes = as_pngs(hollow(mnist.x_test[mnist.y_test == 1][:12]), seed=3)
+    store = CorrectionStore(d / "c.sqlite")
+    for png, box in zip(pngs, boxes):
+        store.add(png, 1, tuple(float(v) for v in box), model="test")
+    store.export_zip(d / "c.zip")
+    return store.path, d / "c.zip"
+
+
+TINY = ["--epochs", "1", "--replay-digits", "128", "--batch-size", "64", "--val-digits", "64",
+        "--test-limit", "100"]
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason="needs the shipped model")
+def test_cli_finetune_writes_a_run_with_before_and_after(tmp_path, corrections):
+    db, _ = corrections
+    out = tmp_path / "run"
+    r = run_cli("finetune", "--from", str(SHIPPED), "--corrections", str(db), "--out", str(out),
+                "--no-progress", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "held-out corrections (n=4)" in r.stderr
+    for name in ("config.json", "history.json", "model.keras", "status.json", "finetune.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "status.json").read_text())["state"] == "completed"
+    metrics = json.loads((out / "metrics.json").read_text())
+    ft = metrics["finetune"]
+    assert (ft["n_corrections"], ft["trained_on"], ft["held_out"]) == (12, 8, 4)
+    for when in ("before", "after"):
+        assert ft[when]["held_out"]["n"] == 4 and ft[when]["test"]["n"] == 100
+    assert metrics["accuracy"] == ft["after"]["test"]["accuracy"] and metrics["n"] == 100
+    # The run's config is the starting model's architecture with the fine-tuning's recipe.
+    cfg = json.loads((out / "config.json").read_text())
+    shipped = json.loads(SHIPPED.with_name("default.config.json").read_text())
+    assert cfg["widths"] == shipped["widths"] and cfg["train_digits"] == 128
+
+
+def test_cli_finetune_bad_input_is_one_clear_line(tmp_path, corrections):
+    r = run_cli("finetune", "--corrections", str(tmp_path / "nothing.sqlite"), *TINY)
+    assert r.returncode == 2 and r.stderr.startswith("error: no corrections at")
+    one = tmp_path / "one"
+    one.mkdir()
+    with zipfile.ZipFile(corrections[1]) as z:
+        (one / "a.png").write_bytes(z.read("images/000001.png"))
+    (one / "labels.csv").write_text("file,label\na.png,1\n")
+    r = run_cli("finetune", "--corrections", str(one), *TINY)
+    assert r.returncode == 2 and "at least 2 corrections" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_train_extra_reads_the_exported_zip(tmp_path, corrections):
+    _, zip_path = corrections
+    out = tmp_path / "run"
+    r = run_cli("train", "--preset", "quick", "--epochs", "1", "--train-digits", "256",
+                "--val-digits", "64", "--batch-size", "64", "--widths", "4,8,8,8",
+                "--dense-units", "16", "--time-limit", "0", "--out", str(out), "--no-progress",
+                "--extra", str(zip_path), "--extra-share", "0.5")
+    assert r.returncode == 0, r.stderr
+    assert f"mixing in 12 extra images from {zip_path}" in r.stderr
+    # 256 MNIST digits + the 12 extra ones x 21 (half the mix) = 508 digits: 7 steps of 64
+    assert json.loads((out / "status.json").read_text())["steps"] == 7
