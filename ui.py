@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from locmnist import runs
+from locmnist import jobs, runs
 
 ACTIVE_MODEL = "active_model"        # session key: the model path every page uses
 UPLOADED_MODELS = "uploaded_models"  # session key: {temp path: the user's file name}
@@ -452,6 +452,45 @@ def correction_control(prediction, image, model_path, key: str, source: str,
                    "on the Train page.")
 
 
+def finetune_section() -> str | None:
+    """'Fine-tune on corrections': start from the model in use; returns the id of the run
+    it started (or of the run that blocked it), to watch like any training."""
+    from locmnist.corrections import CorrectionStore, CorrectionStoreError, Unreadable, default_path
+
+    st.subheader("Fine-tune on corrections")
+    model = active_model()
+    n, unreadable = 0, 0
+    if default_path().exists():
+        try:
+            rows = CorrectionStore().read(with_images=False)
+            n = sum(not isinstance(r, Unreadable) for r in rows)
+            unreadable = len(rows) - n
+        except CorrectionStoreError as e:
+            st.error(f"The corrections database cannot be read: {e}")
+            return None
+    st.caption(f"{n} corrections stored" + (f" ({unreadable} unreadable, skipped)" if unreadable
+                                           else "") +
+               f". Fine-tuning starts from the model in use ({model.name}), mixes the "
+               "corrections with replayed MNIST digits so it forgets nothing, and holds out "
+               "a third of them to judge the result. It takes about one epoch of the "
+               "reference recipe.")
+    if not st.button("Fine-tune on corrections", key="finetune_start", disabled=n < 2,
+                     help=None if n >= 2 else "Needs at least 2 corrections (Predict page: "
+                                              "'Wrong? It's a …')."):
+        return None
+    try:
+        run_id = jobs.start_finetune(model, limits=server_settings(), owner=session_owner())
+    except jobs.TrainingBusy as e:
+        st.warning("A training run is already in progress; one runs at a time on this "
+                   "server. You can watch it below.")
+        return e.run_id
+    except ValueError as e:
+        st.error(f"Cannot start: {e}")
+        return None
+    st.success(f"Started fine-tuning run {run_id}.")
+    return run_id
+
+
 def finetune_results(metrics: dict | None) -> None:
     """Before and after a fine-tuning run, on its held-out corrections and the test split."""
     from locmnist.finetune import summary_rows
@@ -461,9 +500,9 @@ def finetune_results(metrics: dict | None) -> None:
         return
     st.markdown(f"Fine-tuned on **{ft['trained_on']}** corrections; "
                 f"**{ft['held_out']}** held out to judge it.")
-    st.table({"": [r[0] for r in summary_rows(metrics)],
-              "before": [r[1] for r in summary_rows(metrics)],
-              "after": [r[2] for r in summary_rows(metrics)]})
+    table = "| accuracy on | before | after |\n|---|---|---|\n" + "\n".join(
+        f"| {what} | {before} | **{after}** |" for what, before, after in summary_rows(metrics))
+    st.markdown(table)
     if ft.get("problems"):
         with st.expander(f"{len(ft['problems'])} corrections could not be used"):
             st.text("\n".join(ft["problems"]))

@@ -22,7 +22,7 @@ def render() -> None:
     active = jobs.active_run_id()
     if active and active != st.session_state.get(WATCHED_RUN):
         st.info(f"A training run is in progress ({active}); it is shown below.")
-    started = training_form()
+    started = training_form() or ui.finetune_section()
     watched = started or active or st.session_state.get(WATCHED_RUN)
     # A refresh starts a new session: show the server's last run rather than nothing.
     latest_only = not watched
@@ -144,6 +144,7 @@ def final_panel(run_dir) -> None:
     if info.state == "completed":
         st.success("Training completed.")
         show_metrics(read_json(run_dir / runs.METRICS))
+        ui.finetune_results(read_json(run_dir / runs.METRICS))
     elif info.state == "cancelled":
         st.warning("Training was cancelled"
                    + (f" ({ui.md_escape(ui.hide_paths(info.error))})" if info.error else "")

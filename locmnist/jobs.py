@@ -1,4 +1,5 @@
-"""Training jobs for the app: one detached ``python -m locmnist train`` at a time.
+"""Training jobs for the app: one detached ``python -m locmnist train`` (or ``finetune``)
+at a time.
 
 A Streamlit rerun, page change, refresh or closed tab must not stop a training,
 so it runs in its own process group (``start_new_session``) with its output in
@@ -198,15 +199,61 @@ def start_training(preset: str = "quick", root: Path | None = None, *, limits=No
     if cap:
         fields["time_limit_s"] = min(cfg.time_limit_s or cap, 0.75 * cap)
 
-    run_id = runs.new_run_id(preset)
+    argv = ["train", "--preset", preset]
+    for k, v in fields.items():
+        argv += [CLI_FLAGS[k], ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
+    return _launch(root, runs.new_run_id(preset), argv, cap=cap, owner=owner, fields=fields,
+                   preset=preset)
+
+
+def finetune_overrides() -> dict:
+    """``$LOCMNIST_FINETUNE_OVERRIDES``: FinetuneSettings fields for the app's fine-tuning
+    (how tests get tiny runs); bad JSON or an unknown field is an error."""
+    import dataclasses
+
+    from locmnist.finetune import FinetuneSettings
+
+    raw = os.environ.get("LOCMNIST_FINETUNE_OVERRIDES", "").strip()
+    try:
+        d = json.loads(raw) if raw else {}
+    except ValueError as e:
+        raise ValueError(f"LOCMNIST_FINETUNE_OVERRIDES is not valid JSON: {e}") from None
+    known = {f.name for f in dataclasses.fields(FinetuneSettings)}
+    if not isinstance(d, dict) or set(d) - known:
+        raise ValueError(f"LOCMNIST_FINETUNE_OVERRIDES may only set {sorted(known)}")
+    FinetuneSettings(**d)  # raises ValueError with a clear message
+    return d
+
+
+def start_finetune(model_path: str | os.PathLike, corrections: str | os.PathLike | None = None,
+                   root: Path | None = None, *, limits=None, owner: str | None = None) -> str:
+    """Launch ``python -m locmnist finetune`` as a run like any training (same lock,
+    log, status, cancel, wall-clock cap and owner); return its run id. Raises
+    TrainingBusy or ValueError."""
+    from locmnist.corrections import default_path
+
+    root = root or runs.runs_root()
+    corrections = Path(corrections or default_path())
+    if not corrections.exists():
+        raise ValueError("there are no corrections yet: correct some answers on the Predict page")
+    settings = finetune_overrides()
+    argv = ["finetune", "--from", str(model_path), "--corrections", str(corrections)]
+    for k, v in settings.items():
+        argv += ["--" + k.replace("_", "-"), str(v)]
+    return _launch(root, runs.new_run_id("finetune"), argv,
+                   cap=limits.run_seconds if limits is not None else None, owner=owner,
+                   fields=settings, preset="finetune")
+
+
+def _launch(root: Path, run_id: str, argv: list[str], cap: float | None = None,
+            owner: str | None = None, **record) -> str:
+    """Take the lock and start ``python -m locmnist ARGV --out RUN --no-progress`` detached,
+    killed at ``cap`` seconds if set."""
     run_dir = root / run_id
     _take_lock(root, run_id)
     try:
         run_dir.mkdir(parents=True)
-        argv = [sys.executable, "-m", "locmnist", "train", "--preset", preset,
-                "--out", str(run_dir), "--no-progress"]
-        for k, v in fields.items():
-            argv += [CLI_FLAGS[k], ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
+        argv = [sys.executable, "-m", "locmnist", *argv, "--out", str(run_dir), "--no-progress"]
         if cap:  # coreutils timeout: SIGTERM shortly before the cap, SIGKILL at the cap
             grace = min(15.0, cap / 4)
             argv = ["timeout", f"--kill-after={grace:g}s", f"{cap - grace:g}s", *argv]
@@ -215,7 +262,7 @@ def start_training(preset: str = "quick", root: Path | None = None, *, limits=No
             proc = subprocess.Popen(argv, cwd=runs.REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         job = {"run_id": run_id, "pid": proc.pid, "start_ticks": start_ticks(proc.pid),
-               "argv": argv[1:], "fields": fields, "preset": preset, "started": time.time(),
+               "argv": argv[1:], **record, "started": time.time(),
                "cap_s": cap, "owner": _owner_hash(owner)}
         atomic_write_json(run_dir / runs.JOB, job)
         atomic_write_json(_lock_path(root), {k: job[k] for k in ("pid", "start_ticks", "run_id")})

@@ -60,3 +60,47 @@ def test_a_broken_store_is_an_error_on_the_page_not_a_crash(runs):
     assert not at.exception
     assert any("not saved" in e.value and "not a corrections database" in e.value
                for e in at.error)
+
+
+TINY_FINETUNE = {"epochs": 2, "replay_digits": 128, "batch_size": 64, "val_digits": 64,
+                 "test_limit": 100}
+
+
+@needs_model
+@pytest.mark.slow
+def test_finetune_on_corrections_runs_as_a_training_run(runs, monkeypatch, mnist):
+    from tests.new_style import as_pngs, hollow
+
+    monkeypatch.setenv("LOCMNIST_FINETUNE_OVERRIDES", json.dumps(TINY_FINETUNE))
+    at = page("train").run()
+    assert not at.exception
+    assert by_label(at.button, "Fine-tune on corrections").disabled  # no corrections yet
+
+    store = CorrectionStore(runs / DB_NAME)
+    pngs, boxes = as_pngs(hollow(mnist.x_test[mnist.y_test == 1][:6]), seed=4)
+    for png, box in zip(pngs, boxes):
+        store.add(png, 1, tuple(float(v) for v in box))
+    at = page("train").run()
+    assert any(c.value.startswith("6 corrections stored") for c in at.caption)
+    by_label(at.button, "Fine-tune on corrections").click().run()
+    assert not at.exception
+    assert any(s.value.startswith("Started fine-tuning run") for s in at.success)
+    run_id = at.session_state["train_run"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        at.run()
+        if any(s.value.endswith((": completed", ": failed", ": cancelled", "incomplete"))
+               for s in at.subheader):
+            break
+    assert not at.exception
+    assert f"Run {run_id}: completed" in [s.value for s in at.subheader], \
+        [e.value for e in at.error]
+    [table] = [m.value for m in at.markdown if m.value.startswith("| accuracy on | before")]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["| held-out corrections (n=2)", "| test split (n=100)"]
+    assert all(r[1].endswith("%") and r[2].endswith("%** |") for r in rows)
+    history = json.loads((runs / run_id / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+    at.button(key="train_use_model").click().run()
+    assert at.session_state["active_model"] == str(runs / run_id / "model.keras")
