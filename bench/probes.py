@@ -78,12 +78,16 @@ def train_curve(preset: str, budget_s: float, overrides: dict, eval_splits: list
         def __init__(self):
             super().__init__()
             self.curve, self.eval_s, self.stopped_by_budget = [], 0.0, False
+            self.eval_cpu_s = 0.0
 
         def train_seconds(self) -> float:
             return time.perf_counter() - self.t0 - self.eval_s
 
+        def train_cpu_seconds(self) -> float:
+            return time.process_time() - self.cpu0 - self.eval_cpu_s
+
         def on_train_begin(self, logs=None):
-            self.t0 = time.perf_counter()
+            self.t0, self.cpu0 = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, batch, logs=None):
             if self.train_seconds() >= budget_s:
@@ -92,14 +96,16 @@ def train_curve(preset: str, budget_s: float, overrides: dict, eval_splits: list
 
         def on_epoch_end(self, epoch, logs=None):
             train_s = self.train_seconds()
-            start = time.perf_counter()
-            point = {"epoch": epoch + 1, "train_s": round(train_s, 2)}
+            start, cpu_start = time.perf_counter(), time.process_time()
+            point = {"epoch": epoch + 1, "train_s": round(train_s, 2),
+                     "train_cpu_s": round(self.train_cpu_seconds(), 2)}
             for name, (canvases, boxes, labels) in splits.items():
                 probs, pred = predict_batches(self.model, canvases)
                 m = score(probs, pred, labels, boxes)
                 point[name] = {k: round(m[k], 5) for k in
                                ("accuracy", "iou_mean", "iou_ge_0.5", "iou_ge_0.6")}
             self.eval_s += time.perf_counter() - start
+            self.eval_cpu_s += time.process_time() - cpu_start
             self.curve.append(point)
             _log(f"bench {preset}: epoch {epoch + 1} at {train_s:.0f}s of training: "
                  + ", ".join(f"{k} acc {v['accuracy']:.4f}" for k, v in point.items()
@@ -129,16 +135,17 @@ class _EpochClock:
         class Clock(keras.callbacks.Callback):
             def __init__(self):
                 super().__init__()
-                self.epoch_s, self.steps = [], 0
+                self.epoch_s, self.epoch_cpu_s, self.steps = [], [], 0
 
             def on_epoch_begin(self, epoch, logs=None):
-                self.t0 = time.perf_counter()
+                self.t0, self.cpu0 = time.perf_counter(), time.process_time()
 
             def on_train_batch_end(self, batch, logs=None):
                 self.steps += 1
 
             def on_epoch_end(self, epoch, logs=None):
                 self.epoch_s.append(round(time.perf_counter() - self.t0, 3))
+                self.epoch_cpu_s.append(round(time.process_time() - self.cpu0, 3))
 
         return Clock()
 
@@ -157,7 +164,8 @@ def reference_epoch(epochs: int, overrides: dict) -> dict:
     clock = _EpochClock.make()
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, tmp, callbacks=[clock], evaluate_test=False)
-    return {"E_s": clock.epoch_s[-1], "epoch_s": clock.epoch_s,
+    # CPU seconds (all threads) are less sensitive to other load than wall seconds.
+    return {"E_s": clock.epoch_s[-1], "epoch_s": clock.epoch_s, "epoch_cpu_s": clock.epoch_cpu_s,
             "digits": cfg.train_digits or 60_000, "batch_size": cfg.batch_size,
             "steps_per_epoch": clock.steps // max(1, len(clock.epoch_s))}
 

@@ -27,7 +27,10 @@ def _quiet_tensorflow() -> None:
         os.dup2(devnull, 2)
         import tensorflow as tf
 
-        tf.constant(0.0) + 1.0  # the CPU/CUDA platform probes log on the first op
+        if not os.environ.get("TF_CONFIG"):
+            # The CPU/CUDA platform probes log on the first op. Not with TF_CONFIG: a
+            # multi-worker strategy must configure collective ops before any op runs.
+            tf.constant(0.0) + 1.0
         import keras  # noqa: F401
     finally:
         os.dup2(saved, 2)

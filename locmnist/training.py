@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from locmnist.config import Config
 from locmnist.data import load_mnist
-from locmnist.distribute import shard
+from locmnist.distribute import fit, needs_own_loop, shard
 from locmnist import runs
 from locmnist.files import atomic_write, atomic_write_json
 from locmnist.model import build_model, compile_model
@@ -261,9 +261,13 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
     recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress, keep)
     try:
         dataset = shard(make_dataset(tx, ty, cfg.replace(batch_size=global_batch)))
-        model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps,
-                  validation_data=val_data, validation_batch_size=500,
-                  callbacks=[recorder, *(callbacks or [])], shuffle=False, verbose=0)
+        if needs_own_loop(strategy):  # Keras 3's fit cannot run it (see locmnist.distribute)
+            fit(model, dataset, cfg.epochs, steps, strategy, validation_data=val_data,
+                validation_batch_size=500, callbacks=[recorder, *(callbacks or [])])
+        else:
+            model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps,
+                      validation_data=val_data, validation_batch_size=500,
+                      callbacks=[recorder, *(callbacks or [])], shuffle=False, verbose=0)
     except BaseException as e:
         recorder.write_status("failed", error=f"{type(e).__name__}: {e}")
         raise
