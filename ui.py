@@ -82,7 +82,7 @@ def model_options() -> dict[str, str]:
     if default.exists():
         options[str(default)] = f"Shipped default ({default.name})"
     for run in runs.list_runs():
-        if run.has_model and not run.live:
+        if run.has_model and not run.live and run.state != runs.UNREADABLE:
             options[str(run.model_path)] = f"Run {run.id} ({run.state})"
     for path, name in st.session_state.get(UPLOADED_MODELS, {}).items():
         options[path] = f"Uploaded: {name}"

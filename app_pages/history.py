@@ -11,7 +11,7 @@ import streamlit as st
 
 import ui
 from locmnist import runs
-from locmnist.files import read_json
+from locmnist.run_files import parse_history, read
 
 
 @dataclass
@@ -25,12 +25,12 @@ def sources() -> dict[str, Source]:
     """{label: Source} for the shipped default (if its history exists) and every run."""
     found = {}
     default = runs.default_model_path()
-    shipped = read_json(runs.sidecar(default, "history"))
+    shipped = read(runs.sidecar(default, "history"), parse_history)
     if shipped:
         found["Shipped default"] = Source(shipped, default if default.exists() else None,
                                           "default")
     for run in runs.list_runs():
-        history = read_json(run.dir / runs.HISTORY)
+        history = read(run.dir / runs.HISTORY, parse_history)
         if history:
             found[f"{run.id} ({run.state})"] = Source(
                 history, run.model_path if run.has_model else None, run.id)
@@ -42,6 +42,11 @@ def render() -> None:
     st.caption("Training (solid) and validation (dashed) curves per epoch. "
                "Pick several runs to compare them.")
     found = sources()
+    unreadable = [f"{run.id}: {run.error}" for run in runs.list_runs()
+                  if run.state == runs.UNREADABLE]
+    if unreadable:
+        st.warning("Some runs cannot be shown:\n\n" + "\n\n".join(
+            ui.md_escape(line) for line in unreadable[:20]))
     if not found:
         st.info("No training history yet: train a model on the **Train** page.")
         return

@@ -9,7 +9,7 @@ import streamlit as st
 
 import ui
 from locmnist import jobs, runs
-from locmnist.files import read_json
+from locmnist.run_files import parse_history, parse_metrics, read
 
 WATCHED_RUN = "train_run"  # session key: the run this tab started or watches
 POLL_SECONDS = 1.0
@@ -131,7 +131,7 @@ def live_progress(run_dir) -> None:
 
 @st.fragment(run_every=2 * POLL_SECONDS)  # curves change once an epoch: poll them less
 def live_curves(run_dir) -> None:
-    history = read_json(run_dir / runs.HISTORY) or {}
+    history = read(run_dir / runs.HISTORY, parse_history, {})
     if history:
         ui.curves_grid({run_dir.name: history}, key="train_live")
     else:
@@ -143,12 +143,15 @@ def final_panel(run_dir) -> None:
     st.subheader(f"Run {info.id}: {info.state}")
     if info.state == "completed":
         st.success("Training completed.")
-        show_metrics(read_json(run_dir / runs.METRICS))
-        ui.finetune_results(read_json(run_dir / runs.METRICS))
+        metrics = read(run_dir / runs.METRICS, parse_metrics)
+        show_metrics(metrics)
+        ui.finetune_results(metrics)
     elif info.state == "cancelled":
         st.warning("Training was cancelled"
                    + (f" ({ui.md_escape(ui.hide_paths(info.error))})" if info.error else "")
                    + (". The best model so far was kept." if info.has_model else "."))
+    elif info.state == runs.UNREADABLE:
+        st.error(ui.md_escape(f"This run cannot be shown: {info.error}"))
     else:
         st.error(ui.md_escape(f"Training failed: {ui.hide_paths(info.error)}"))
         if ui.is_admin():
@@ -159,7 +162,7 @@ def final_panel(run_dir) -> None:
             ui.use_model(info.model_path)
         if str(ui.active_model()) == str(info.model_path):
             st.success("The Predict and Evaluate pages now use this model.")
-    history = read_json(run_dir / runs.HISTORY) or {}
+    history = read(run_dir / runs.HISTORY, parse_history, {})
     if history:
         ui.curves_grid({info.id: history}, key="train_final")
 

@@ -3,9 +3,10 @@ at a time.
 
 A Streamlit rerun, page change, refresh or closed tab must not stop a training,
 so it runs in its own process group (``start_new_session``) with its output in
-``<run>/train.log``. One training per server (per runs root): an atomic lock
-file (``O_CREAT | O_EXCL``) holds the trainer's pid; a lock whose pid is dead is
-stale and cleared. The trainer writes ``status.json`` and ``history.json`` itself
+``<run>/train.log``. One training per server (per runs root): the trainer holds an
+``flock`` on ``<root>/.training.lock``, taken by the server and inherited by the
+trainer's process, so it is released exactly when the trainer (and its ``timeout``
+wrapper) are gone: no stale locks, no reused pids. The trainer writes ``status.json`` and ``history.json`` itself
 (see ``locmnist.training``); this module only locks, launches and cancels. Where
 runs live, their file names and how to read one: ``locmnist.runs``.
 
@@ -14,9 +15,9 @@ what the Train page's form asks for -- how tests and screenshots get tiny runs.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -25,7 +26,8 @@ import time
 from pathlib import Path
 
 from locmnist import runs
-from locmnist.files import atomic_write_json, read_json
+from locmnist.files import atomic_write_json
+from locmnist.run_files import Job, Status, read
 from locmnist.runs import pid_alive, start_ticks
 
 # Form field -> CLI flag. Only what `python -m locmnist train` accepts.
@@ -82,7 +84,7 @@ def _kill_after(pid: int, ticks: int | None, grace_s: float, run_dir: Path) -> N
         _signal_group(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    status = read_json(run_dir / runs.STATUS) or {}
+    status = read(run_dir / runs.STATUS, lambda raw: (Status.parse(raw), raw)[1], {})
     if status.get("state") in runs.LIVE_STATES or not status:
         # Killed mid-write is impossible (atomic files), so the best model so far stands.
         atomic_write_json(run_dir / runs.STATUS, {
@@ -97,72 +99,54 @@ def _lock_path(root: Path) -> Path:
     return root / runs.LOCK
 
 
-def _read_lock(root: Path) -> dict | None:
-    """The lock's content, {} while it is being written, None when there is no lock."""
+def _held(path: Path) -> bool:
+    """Whether someone holds an exclusive flock on ``path`` (a shared probe, released at once)."""
     try:
-        raw = _lock_path(root).read_text()
-    except FileNotFoundError:
-        return None
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
     try:
-        return json.loads(raw)
-    except ValueError:
-        return {}
-
-
-def _clear_stale_lock(root: Path, seen: dict) -> None:
-    """Remove a lock whose holder is dead, without removing a fresh lock taken meanwhile."""
-    lock = _lock_path(root)
-    aside = root / f"{runs.LOCK}.stale-{secrets.token_hex(4)}"
-    try:
-        os.rename(lock, aside)
-    except FileNotFoundError:
-        return
-    moved = read_json(aside) or {}
-    if moved.get("pid") != seen.get("pid") or moved.get("run_id") != seen.get("run_id"):
-        try:  # someone took the lock between our read and our rename: put it back
-            os.link(aside, lock)
-        except FileExistsError:
-            pass
-    aside.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def active_run_id(root: Path | None = None) -> str | None:
-    """The run holding the lock, clearing the lock if its process is dead."""
-    root = root or runs.runs_root()
-    lock = _read_lock(root)
-    if lock is None:
+    """The run holding the lock ("starting" while its id is being written), or None."""
+    lock = _lock_path(root or runs.runs_root())
+    if not _held(lock):
         return None
-    if not lock:  # being written right now, unless it was left empty by a crash long ago
-        try:
-            age = time.time() - _lock_path(root).stat().st_mtime
-        except FileNotFoundError:
-            return None
-        if age < 30:
-            return "starting"
-        _clear_stale_lock(root, lock)
-        return None
-    if pid_alive(lock.get("pid"), lock.get("start_ticks")):
-        return lock.get("run_id")
-    _clear_stale_lock(root, lock)
-    return None
+    try:
+        held = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return "starting"
+    run_id = held.get("run_id") if isinstance(held, dict) else None
+    return run_id if isinstance(run_id, str) else "starting"
 
 
-def _take_lock(root: Path, run_id: str) -> None:
+def _take_lock(root: Path, run_id: str) -> int:
+    """An fd holding the server-wide lock, its content naming ``run_id``; else TrainingBusy.
+
+    Retried briefly: a reader's shared probe (``_held``) can hold it for microseconds.
+    """
     root.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
+    fd = os.open(_lock_path(root), os.O_RDWR | os.O_CREAT, 0o644)
+    for attempt in range(20):
         try:
-            fd = os.open(_lock_path(root), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = active_run_id(root)  # clears a stale lock
-            if holder is not None:
-                raise TrainingBusy(holder) from None
-            continue
-        # Held by this server until the trainer's pid replaces it.
-        os.write(fd, json.dumps({"pid": os.getpid(), "start_ticks": start_ticks(os.getpid()),
-                                 "run_id": run_id}).encode())
-        os.close(fd)
-        return
-    raise TrainingBusy(active_run_id(root))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == 19:
+                os.close(fd)
+                raise TrainingBusy(active_run_id(root)) from None
+            time.sleep(0.02)
+    # Written in place: replacing the file (atomic rename) would replace the locked inode.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"run_id": run_id, "server_pid": os.getpid()}).encode(), 0)
+    return fd
 
 
 # --- launching and cancelling -------------------------------------------------------
@@ -202,8 +186,15 @@ def start_training(preset: str = "quick", root: Path | None = None, *, limits=No
     argv = ["train", "--preset", preset]
     for k, v in fields.items():
         argv += [CLI_FLAGS[k], ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
+    _prune(root, limits)
     return _launch(root, runs.new_run_id(preset), argv, cap=cap, owner=owner, fields=fields,
                    preset=preset)
+
+
+def _prune(root: Path, limits) -> None:
+    """A public server keeps its last N runs (``locmnist.settings``), pruned at each start."""
+    if limits is not None and not limits.local:
+        runs.prune_runs(root, keep=limits.keep_runs, max_age_s=limits.max_run_age_days * 86400)
 
 
 def finetune_overrides() -> dict:
@@ -240,6 +231,7 @@ def start_finetune(model_path: str | os.PathLike, corrections: str | os.PathLike
     argv = ["finetune", "--from", str(model_path), "--corrections", str(corrections)]
     for k, v in settings.items():
         argv += ["--" + k.replace("_", "-"), str(v)]
+    _prune(root, limits)
     return _launch(root, runs.new_run_id("finetune"), argv,
                    cap=limits.run_seconds if limits is not None else None, owner=owner,
                    fields=settings, preset="finetune")
@@ -250,7 +242,8 @@ def _launch(root: Path, run_id: str, argv: list[str], cap: float | None = None,
     """Take the lock and start ``python -m locmnist ARGV --out RUN --no-progress`` detached,
     killed at ``cap`` seconds if set."""
     run_dir = root / run_id
-    _take_lock(root, run_id)
+    lock_fd = _take_lock(root, run_id)
+    proc = None
     try:
         run_dir.mkdir(parents=True)
         argv = [sys.executable, "-m", "locmnist", *argv, "--out", str(run_dir), "--no-progress"]
@@ -259,16 +252,24 @@ def _launch(root: Path, run_id: str, argv: list[str], cap: float | None = None,
             argv = ["timeout", f"--kill-after={grace:g}s", f"{cap - grace:g}s", *argv]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
         with open(run_dir / runs.LOG, "ab") as log:
+            # The lock's fd goes to the trainer: it holds the lock until it exits.
             proc = subprocess.Popen(argv, cwd=runs.REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    pass_fds=(lock_fd,))
         job = {"run_id": run_id, "pid": proc.pid, "start_ticks": start_ticks(proc.pid),
                "argv": argv[1:], **record, "started": time.time(),
                "cap_s": cap, "owner": _owner_hash(owner)}
         atomic_write_json(run_dir / runs.JOB, job)
-        atomic_write_json(_lock_path(root), {k: job[k] for k in ("pid", "start_ticks", "run_id")})
     except BaseException:
-        _lock_path(root).unlink(missing_ok=True)
+        if proc is not None:  # no job.json (a full disk?): nobody could watch or cancel it
+            try:
+                _signal_group(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
         raise
+    finally:
+        os.close(lock_fd)  # the trainer's inherited copy keeps the lock
     return run_id
 
 
@@ -287,17 +288,23 @@ def may_cancel(run_dir: Path, owner: str | None, admin: bool = False) -> bool:
 
     if admin:
         return True
-    job = read_json(Path(run_dir) / runs.JOB)
-    want = job.get("owner") if isinstance(job, dict) else None
-    return isinstance(want, str) and hmac.compare_digest(want, _owner_hash(owner) or "")
+    job = read(Path(run_dir) / runs.JOB, Job.parse)
+    want = job.owner if job else None
+    return want is not None and hmac.compare_digest(want, _owner_hash(owner) or "")
 
 
 def cancel(run_dir: Path, grace_s: float = 20.0) -> None:
     """Ask the trainer to stop (CANCEL file + SIGTERM); SIGKILL it after ``grace_s``."""
     run_dir = Path(run_dir)
     (run_dir / runs.CANCEL).touch()
-    job = read_json(run_dir / runs.JOB) or {}
-    pid, ticks = job.get("pid"), job.get("start_ticks")
+    job = read(run_dir / runs.JOB, Job.parse)
+    status = read(run_dir / runs.STATUS, Status.parse)
+    if job is not None:
+        pid, ticks = job.pid, job.start_ticks
+    elif status is not None and status.start_ticks is not None:  # a CLI run
+        pid, ticks = status.pid, status.start_ticks
+    else:
+        return  # the CANCEL file is all we can do
     if not pid_alive(pid, ticks):
         return
     try:

@@ -22,13 +22,17 @@ it goes.
 """
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import os
 import secrets
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from locmnist.files import read_json
+from locmnist.run_files import Job, Status, Unreadable, load_json, parse_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ENV = "LOCMNIST_RUNS"
@@ -48,9 +52,12 @@ JOB = "job.json"
 LOG = "train.log"
 # In the runs root: the one-training-at-a-time lock (see locmnist.jobs).
 LOCK = ".training.lock"
+# In a run directory: held (flock) by the trainer writing it, for as long as it runs.
+RUN_LOCK = ".run.lock"
 
 LIVE_STATES = ("starting", "running", "evaluating")
 INCOMPLETE = "failed/incomplete"  # status says running, but its process is gone
+UNREADABLE = "unreadable"         # a file of the run is malformed; ``error`` says which
 
 
 # --- where things are ------------------------------------------------------------
@@ -128,11 +135,12 @@ def pid_alive(pid: int | None, ticks: int | None = None) -> bool:
 class RunInfo:
     id: str
     dir: Path
-    state: str            # starting|running|evaluating|completed|cancelled|failed|failed/incomplete
-    status: dict          # status.json as written by the trainer ({} before it starts)
+    state: str            # starting|running|evaluating|completed|cancelled|failed|
+                          # failed/incomplete|unreadable
+    status: dict          # status.json, validated ({} before it starts or when unreadable)
     config: dict | None
     has_model: bool
-    error: str | None     # why it failed, for display
+    error: str | None     # why it failed or is unreadable, for display
 
     @property
     def live(self) -> bool:
@@ -143,27 +151,103 @@ class RunInfo:
         return self.dir / MODEL
 
 
+class RunBusy(RuntimeError):
+    """Another training is writing this run directory."""
+
+
+@contextmanager
+def run_dir_lock(run_dir: str | os.PathLike, wait_s: float = 2.0):
+    """Hold the run directory's lock while training into it; RunBusy if another process does.
+
+    ``flock`` goes with the process: a killed trainer never leaves it held, and a
+    reused pid can never hold it. Briefly retried, since readers probe it (``run_locked``).
+    """
+    path = Path(run_dir) / RUN_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RunBusy(f"another training is writing {Path(run_dir).name}; "
+                                  f"choose another --out") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_locked(run_dir: str | os.PathLike) -> bool | None:
+    """Whether a trainer holds ``run_dir``'s lock; None for runs from before the lock existed."""
+    try:
+        fd = os.open(Path(run_dir) / RUN_LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def run_info(run_dir: str | os.PathLike) -> RunInfo:
-    """A run's state, with a dead trainer's 'running' reported as failed/incomplete."""
+    """A run's state, with a dead trainer's 'running' reported as failed/incomplete.
+
+    Never raises: a malformed file makes the run ``unreadable``, with the reason.
+    """
     d = Path(run_dir)
-    status = read_json(d / STATUS) or {}
-    job = read_json(d / JOB) or {}
-    pid = job.get("pid") or status.get("pid")
-    state = status.get("state") or "starting"
-    error = status.get("error")
-    if state in LIVE_STATES and not pid_alive(pid, job.get("start_ticks") if job else None):
+    try:
+        return _run_info(d)
+    except Unreadable as e:
+        return RunInfo(d.name, d, UNREADABLE, {}, None, (d / MODEL).exists(), f"unreadable: {e}")
+
+
+def _run_info(d: Path) -> RunInfo:
+    raw_status, raw_job = load_json(d / STATUS), load_json(d / JOB)
+    status = Status.parse(raw_status) if raw_status is not None else None
+    job = Job.parse(raw_job) if raw_job is not None else None
+    config = load_json(d / CONFIG)
+    config = parse_config(config) if config is not None else None
+    state = status.state if status else "starting"
+    error = status.error if status else None
+    if state in LIVE_STATES and not _alive(d, status, job):
         # Reap first: a fresh 'completed' may have landed after we read the status.
-        status = read_json(d / STATUS) or status
-        state = status.get("state") or "starting"
+        raw_status = load_json(d / STATUS)
+        status = Status.parse(raw_status) if raw_status is not None else status
+        state = status.state if status else "starting"
         if state in LIVE_STATES:
             if (d / CANCEL).exists():
                 state = "cancelled"
             else:
                 state = INCOMPLETE
                 error = error or _last_error_line(d) or "the training process ended unexpectedly"
+    if state == "cancelled" and not error and job and job.cap_s and not (d / CANCEL).exists():
+        error = f"stopped at this server's limit of {job.cap_s:.0f} s per run"
     if state == "failed" and not error:
         error = _last_error_line(d) or "training failed"
-    return RunInfo(d.name, d, state, status, read_json(d / CONFIG), (d / MODEL).exists(), error)
+    return RunInfo(d.name, d, state, dataclasses.asdict(status) if status else {}, config,
+                   (d / MODEL).exists(), error)
+
+
+def _alive(d: Path, status: Status | None, job: Job | None) -> bool:
+    """Whether the run's trainer still runs: it holds the run lock, or its pid (with the
+    same start time) runs. Only a run from before locks and start times falls back to
+    a bare pid."""
+    locked = run_locked(d)
+    if locked:
+        return True
+    if job is not None and pid_alive(job.pid, job.start_ticks):
+        return True
+    if status is None or not status.pid:
+        return False
+    if status.start_ticks is not None:
+        return pid_alive(status.pid, status.start_ticks)
+    return locked is None and pid_alive(status.pid)
 
 
 def log_tail(run_dir: str | os.PathLike, lines: int = 12) -> str:
@@ -203,8 +287,27 @@ def _run_dirs(root: Path | None = None) -> list[Path]:
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
-    """Every run, newest first."""
+    """Every run, newest first (a malformed one as ``unreadable``, never an exception)."""
     return [run_info(p) for p in _run_dirs(root)]
+
+
+def prune_runs(root: Path | None = None, keep: int = 20, max_age_s: float = 7 * 86400,
+               protect: tuple = ()) -> list[str]:
+    """Delete finished runs beyond the newest ``keep`` and those older than ``max_age_s``.
+
+    Live runs and the runs in ``protect`` (ids) are never deleted. Returns the deleted ids.
+    """
+    deleted, kept = [], 0
+    now = time.time()
+    for d in _run_dirs(root):
+        info = run_info(d)
+        if info.live or d.name in protect:
+            continue
+        kept += 1
+        if kept > keep or now - _started(d) > max_age_s:
+            shutil.rmtree(d, ignore_errors=True)
+            deleted.append(d.name)
+    return deleted
 
 
 def latest_run_id(root: Path | None = None) -> str | None:

@@ -147,7 +147,8 @@ class _RunRecorder(keras.callbacks.Callback):
 
     def write_status(self, state: str, step: int = 0, **extra) -> None:
         atomic_write_json(self.run_dir / runs.STATUS, {
-            "state": state, "pid": os.getpid(), "epoch": self.epoch + 1, "epochs": self.cfg.epochs,
+            "state": state, "pid": os.getpid(), "start_ticks": runs.start_ticks(os.getpid()),
+            "epoch": self.epoch + 1, "epochs": self.cfg.epochs,
             "step": step, "steps": self.steps, "elapsed_s": round(self.elapsed(), 2),
             "eta_s": None if state != "running" else self.eta(step),
             "updated": time.time(), **extra})
@@ -229,6 +230,15 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
         probe.unlink()
     except OSError as e:
         raise OSError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from e
+    # Two trainings into one directory would destroy each other's files: RunBusy.
+    with runs.run_dir_lock(run_dir):
+        return _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path,
+                             evaluate_test, strategy, start_from, extra, extra_share, keep,
+                             evaluate)
+
+
+def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluate_test,
+                  strategy, start_from, extra, extra_share, keep, evaluate) -> TrainResult:
     (run_dir / runs.CANCEL).unlink(missing_ok=True)
     for stray in run_dir.glob(".*.tmp*"):  # left by a process killed mid-write
         stray.unlink(missing_ok=True)
@@ -269,7 +279,10 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
                       validation_data=val_data, validation_batch_size=500,
                       callbacks=[recorder, *(callbacks or [])], shuffle=False, verbose=0)
     except BaseException as e:
-        recorder.write_status("failed", error=f"{type(e).__name__}: {e}")
+        try:
+            recorder.write_status("failed", error=f"{type(e).__name__}: {e}")
+        except OSError:
+            pass  # a full disk: the error that stopped training is the one to report
         raise
 
     model_path = run_dir / runs.MODEL

@@ -298,3 +298,21 @@ def test_uploaded_models_beyond_the_quota_go_oldest_first(tmp_path):
         os.utime(f, (time.time() - 60 * age, time.time() - 60 * age))
     ui._prune_uploads(tmp_path, quota_bytes=2500)
     assert [f.exists() for f in files] == [False, False, True, True]
+
+
+@pytest.mark.parametrize("name", ["predict", "train", "history", "evaluate"])
+def test_every_page_renders_beside_malformed_runs(runs, name):
+    """Issue 12 finding 5: one bad run directory took down every page for everyone."""
+    for i, (file, text) in enumerate([("status.json", "[1]"), ("status.json", '"x"'),
+                                      ("status.json", "5"), ("job.json", '{"pid": "12"}'),
+                                      ("history.json", "[1]")]):
+        d = runs / f"2026010{i}-bad"
+        d.mkdir(parents=True)
+        if file != "status.json":
+            (d / "status.json").write_text('{"state": "completed"}')
+        (d / file).write_text(text)
+    at = page(name).run()
+    assert not at.exception
+    assert at.title[0].value == name.capitalize()
+    if name == "history":
+        assert any("cannot be shown" in w.value and "unreadable" in w.value for w in at.warning)

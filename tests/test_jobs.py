@@ -11,27 +11,94 @@ from locmnist import jobs, runs
 from tests.helpers import dead_pid, make_run, wait_for
 
 
-def test_lock_is_exclusive_and_a_dead_holder_is_cleared(tmp_path):
-    jobs._take_lock(tmp_path, "first")
-    assert jobs.active_run_id(tmp_path) == "first"  # held by this (live) process
-    with pytest.raises(jobs.TrainingBusy) as busy:
-        jobs._take_lock(tmp_path, "second")
-    assert busy.value.run_id == "first"
-    # The holder dies: the lock is stale, cleared, and can be taken again.
-    (tmp_path / runs.LOCK).write_text(json.dumps({"pid": dead_pid(), "run_id": "first"}))
+def hold(target: str, path) -> subprocess.Popen:
+    """Another process holding a lock (``target``: "server" lock of root, or "run" dir lock)."""
+    code = ("import sys, time\nfrom pathlib import Path\nfrom locmnist import jobs, runs\n"
+            + ("jobs._take_lock(Path(sys.argv[1]), 'first')\n" if target == "server" else
+               "held = runs.run_dir_lock(Path(sys.argv[1]))\nheld.__enter__()\n")
+            + "print('held', flush=True)\ntime.sleep(120)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"held"
+    return p
+
+
+def test_lock_is_exclusive_and_released_when_its_holder_dies(tmp_path):
+    holder = hold("server", tmp_path)
+    try:
+        assert jobs.active_run_id(tmp_path) == "first"
+        with pytest.raises(jobs.TrainingBusy) as busy:
+            jobs._take_lock(tmp_path, "second")
+        assert busy.value.run_id == "first"
+    finally:
+        holder.kill()
+        holder.wait()
+    # No stale lock to clear: flock went with the process.
     assert jobs.active_run_id(tmp_path) is None
-    assert not (tmp_path / runs.LOCK).exists()
-    jobs._take_lock(tmp_path, "third")
+    fd = jobs._take_lock(tmp_path, "third")
     assert jobs.active_run_id(tmp_path) == "third"
-
-
-def test_a_reused_pid_does_not_hold_the_lock(tmp_path):
-    ticks = runs.start_ticks(os.getpid())
-    if ticks is None:
-        pytest.skip("no /proc start times on this system")
-    lock = {"pid": os.getpid(), "start_ticks": ticks + 1, "run_id": "old"}
-    (tmp_path / runs.LOCK).write_text(json.dumps(lock))
+    os.close(fd)
     assert jobs.active_run_id(tmp_path) is None
+
+
+def test_a_lock_file_naming_a_live_or_reused_pid_holds_nothing(tmp_path):
+    """The old scheme trusted a pid in the file: a reused pid held the lock forever."""
+    (tmp_path / runs.LOCK).write_text(json.dumps({"pid": os.getpid(), "run_id": "old"}))
+    assert jobs.active_run_id(tmp_path) is None
+    os.close(jobs._take_lock(tmp_path, "new"))
+
+
+def test_two_trainings_never_share_a_run_directory(tmp_path):
+    """Issue 12 finding 8: two CLI trainings into one --out destroyed each other's files."""
+    from locmnist.config import preset
+    from locmnist.training import train
+
+    holder = hold("run", tmp_path)
+    try:
+        assert runs.run_locked(tmp_path)
+        with pytest.raises(runs.RunBusy, match="another training"):
+            train(preset("quick", epochs=1, train_digits=256), tmp_path)
+        assert not (tmp_path / runs.CONFIG).exists()   # nothing of the holder's was touched
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runs.run_locked(tmp_path) is False
+
+
+def test_a_launch_that_cannot_record_its_job_leaves_no_orphan(tmp_path, monkeypatch):
+    """Issue 12 finding 8: if writing job.json failed, the trainer ran on, unwatchable."""
+    import errno
+    import subprocess as sp
+
+    launched = []
+    real_popen = sp.Popen
+
+    def popen(*a, **k):
+        launched.append(real_popen(*a, **k))
+        return launched[-1]
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", popen)
+    monkeypatch.setattr(jobs, "atomic_write_json", full_disk)
+    monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        jobs.start_training("quick", root=tmp_path, epochs=1, train_digits=512)
+    assert len(launched) == 1
+    assert launched[0].poll() is not None, "the trainer was left running"
+    assert jobs.active_run_id(tmp_path) is None
+
+
+def test_a_cli_run_with_a_reused_pid_is_not_alive(tmp_path):
+    """A CLI run has no job.json: its status pid and start time decide, never the pid alone."""
+    ticks = runs.start_ticks(os.getpid())
+    assert ticks is not None
+    run = make_run(tmp_path, "cli", {"state": "running", "pid": os.getpid(),
+                                     "start_ticks": ticks + 1})
+    assert runs.run_info(run).state == runs.INCOMPLETE
+    run2 = make_run(tmp_path, "cli2", {"state": "running", "pid": os.getpid(),
+                                       "start_ticks": ticks})
+    assert runs.run_info(run2).state == "running"
 
 
 def test_overrides_and_bad_settings_are_clear_errors(tmp_path, monkeypatch):
@@ -84,7 +151,6 @@ def test_real_training_is_exclusive_and_cancellable(tmp_path, monkeypatch):
     assert info.state == "cancelled", runs.log_tail(run_dir)
     # The lock goes with the process (which exits just after writing its final status).
     wait_for(lambda: jobs.active_run_id(tmp_path) is None, 30, "the lock to be released")
-    assert not (tmp_path / runs.LOCK).exists()
     argv = json.loads((run_dir / runs.JOB).read_text())["argv"]
     assert "--no-progress" in argv and argv[argv.index("--widths") + 1] == "4,8,8,8"
 
