@@ -77,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a model on the published test split")
     e.add_argument("--model", help="model file or run directory (default: shipped model)")
-    e.add_argument("--data", choices=["standard", "seed"], default="standard")
+    e.add_argument("--data", choices=["standard", "seed", "styles"], default="standard",
+                   help="which split: ours, the reference's, or the styles split "
+                        "(MNIST test digits plus styles MNIST lacks, locmnist.styles)")
     e.add_argument("--set", choices=["test", "wild"], default="test",
                    help="test: the published test split; wild: drawn, photographed and typed "
                         "digits through the full predict path (see locmnist/wild.py)")
@@ -237,9 +239,13 @@ def cmd_evaluate(args) -> int:
         out = {k: metrics[k] for k in EVAL_KEYS}
         out["model"] = predictor.source
         out["data"] = args.data
+        out["split_version"] = metrics["split_version"]
+        if "per_style_accuracy" in metrics:
+            out["per_style_accuracy"] = metrics["per_style_accuracy"]
         print(json.dumps(out))
     else:
-        print(f"model     {predictor.source}\ndata      {args.data} test split, n={metrics['n']}")
+        print(f"model     {predictor.source}\n"
+              f"data      {args.data} test split v{metrics['split_version']}, n={metrics['n']}")
         for k in EVAL_KEYS[:-2]:
             print(f"{k:<10}{metrics[k]:.4f}")
     return 0

@@ -29,6 +29,11 @@ class Config:
     max_rotation_deg: float = 12.0  # uniform in [-x, x]
     max_shear: float = 0.15         # horizontal shear factor, uniform in [-x, x]
     thickness: bool = True          # randomly thin / thicken strokes (mouse brushes vary)
+    aspect_jitter: float = 0.0      # width x uniform [1-x, 1+x]: outside MNIST's normalization
+    elastic: float = 0.0            # elastic distortion: displacement up to x source pixels
+    wide_pens: float = 0.0          # share of digits drawn with a pen 3 px wider
+    styles_fraction: float = 0.0    # style variants (locmnist.styles) added to training, as a
+                                    # share of the training digits
     train_digits: int = 55_000      # digits drawn from the 60k train set (0 = all that remain)
     val_digits: int = 5_000         # held out from the train set for validation curves
     # --- model ------------------------------------------------------------
@@ -60,6 +65,10 @@ class Config:
             raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
         if not 4 <= self.min_height <= self.max_height <= self.canvas_size - 2:
             raise ValueError("need 4 <= min_height <= max_height <= canvas_size - 2")
+        if not (0 <= self.aspect_jitter < 1 and self.elastic >= 0
+                and 0 <= self.wide_pens <= 1 and 0 <= self.styles_fraction <= 1):
+            raise ValueError("need 0 <= aspect_jitter < 1, elastic >= 0, and wide_pens, "
+                             "styles_fraction in [0, 1]")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
 

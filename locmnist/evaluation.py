@@ -61,7 +61,7 @@ def score(probs: np.ndarray, pred_boxes: np.ndarray, labels: np.ndarray,
 def evaluate_model(model, data: str = "standard", limit: int | None = None,
                    mnist_path: str | None = None, progress=None, return_details: bool = False):
     """Score a Keras model on the test split (or its first ``limit`` canvases)."""
-    from locmnist.synthesis import test_split
+    from locmnist.synthesis import SPLIT_VERSIONS, test_split
 
     canvases, boxes, labels = test_split(data, mnist_path)
     if limit:
@@ -69,6 +69,14 @@ def evaluate_model(model, data: str = "standard", limit: int | None = None,
     probs, pred_boxes = predict_batches(model, canvases, progress=progress)
     metrics = score(probs, pred_boxes, labels, boxes)
     metrics["data"] = data
+    metrics["split_version"] = SPLIT_VERSIONS[data]
+    if data == "styles":  # each style on its own: the MNIST digits and every variant
+        from locmnist.styles import styles_split
+
+        kinds = styles_split(mnist_path)[3][:len(labels)]
+        right = probs.argmax(axis=1) == labels
+        metrics["per_style_accuracy"] = {k: float(right[kinds == k].mean())
+                                         for k in dict.fromkeys(kinds)}
     if return_details:
         details = {"probabilities": probs, "pred_boxes": pred_boxes, "true_boxes": boxes,
                    "labels": labels, "canvases": canvases, "iou": iou(pred_boxes, boxes)}

@@ -82,6 +82,19 @@ def mix_in(tx: np.ndarray, ty: np.ndarray, extra, share: float) -> tuple:
             np.concatenate([ty, np.tile(np.asarray(ey, ty.dtype), reps)]))
 
 
+def add_style_variants(images: np.ndarray, labels: np.ndarray, cfg: Config):
+    """Training digits plus ``cfg.styles_fraction`` as many style variants
+    (``locmnist.styles``: the digits MNIST's writers form differently), from the
+    training generator stream, never the styles test split's."""
+    n = int(round(cfg.styles_fraction * len(images)))
+    if n == 0:
+        return images, labels
+    from locmnist.styles import variants
+
+    sx, sy, _ = variants(n, seed=cfg.seed, split="train")
+    return np.concatenate([images, sx]), np.concatenate([labels, sy.astype(labels.dtype)])
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, cfg: Config) -> tf.data.Dataset:
     """Infinite dataset of ({'image'}, {'classification', 'bounding_box'}) batches.
 
@@ -247,6 +260,7 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluat
 
     mnist = load_mnist(mnist_path)
     tx, ty, vx, vy = split_digits(cfg, mnist)
+    tx, ty = add_style_variants(tx, ty, cfg)
     tx, ty = mix_in(tx, ty, extra, extra_share)
     strategy = strategy or tf.distribute.get_strategy()
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync

@@ -7,9 +7,13 @@ from locmnist import synthesis
 from locmnist.synthesis import synthesize, synthesize_numpy
 
 
-@pytest.fixture(scope="module")
-def batch(mnist):
-    cfg = Config()
+# The standard split's settings, and the styles split's: aspect ratios +-40%,
+# elastic distortion, wider pens (locmnist.styles).
+@pytest.fixture(scope="module", params=["standard", "styles"])
+def batch(mnist, request):
+    from locmnist.styles import styles_split_config
+
+    cfg = Config() if request.param == "standard" else styles_split_config()
     canvases, boxes = synthesize_numpy(mnist.x_test[:600], cfg, seed=3, batch_size=300)
     return cfg, canvases, boxes
 
@@ -39,7 +43,7 @@ def test_digit_fully_inside_and_sizes_span_the_range(batch):
     assert (canvases[:, :, 0].max() < INK_THRESHOLD) and (canvases[:, :, -1].max() < INK_THRESHOLD)
     heights = (boxes[:, 3] - boxes[:, 1]) * 75
     assert heights.min() >= cfg.min_height - 3 and heights.max() <= cfg.max_height + 3
-    assert heights.min() < 22 and heights.max() > 60            # small and large digits both occur
+    assert heights.min() < 22 and heights.max() > 55            # small and large digits both occur
     centres = (boxes[:, 0] + boxes[:, 2]) / 2
     assert centres.min() < 0.3 and centres.max() > 0.7           # placed all over the canvas
 
@@ -72,3 +76,19 @@ def test_test_split_is_fixed(mnist):
     fresh, fresh_boxes = synthesize_numpy(mnist.x_test[:1000], Config(), seed=20_240_607)
     assert np.array_equal(np.rint(fresh * 255).astype(np.uint8), canvases[:1000])
     assert np.allclose(fresh_boxes, boxes[:1000])
+
+
+def test_aspect_jitter_squeezes_and_stretches(mnist):
+    """Width/height ratios reach well outside what the standard split has."""
+    ratios = {}
+    for jitter in (0.0, 0.4):
+        _, boxes = synthesize_numpy(mnist.x_test[:400], Config(aspect_jitter=jitter), seed=4)
+        r = (boxes[:, 2] - boxes[:, 0]) / (boxes[:, 3] - boxes[:, 1])
+        ratios[jitter] = np.percentile(r, [5, 95])
+    assert ratios[0.4][0] < ratios[0.0][0] * 0.85 and ratios[0.4][1] > ratios[0.0][1] * 1.15
+
+
+def test_test_split_ignores_new_training_settings():
+    """The published split is pinned: training-only settings never change it."""
+    cfg = synthesis.test_split_config(Config(aspect_jitter=0.3, elastic=2.0, wide_pens=0.5))
+    assert (cfg.aspect_jitter, cfg.elastic, cfg.wide_pens) == (0.0, 0.0, 0.0)
