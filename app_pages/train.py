@@ -41,7 +41,10 @@ def render() -> None:
 
 def training_form() -> str | None:
     """The form; returns the id of a run it started, or of the run that blocked it."""
-    from locmnist.config import PRESETS, preset
+    from locmnist.config import CANVAS_SIZE, PRESETS, Config, field_help, preset
+
+    def help_for(*names):  # the fields' own help text, as the CLI's --help shows it
+        return "; ".join(f"{n}: {field_help(Config, n)}" for n in names)
 
     name = st.selectbox("Preset", PRESETS, index=PRESETS.index("quick"), key="train_preset",
                         help="quick: a small net for about a minute on a laptop CPU; "
@@ -57,16 +60,16 @@ def training_form() -> str | None:
     with st.form("train_form"):
         c1, c2 = st.columns(2)
         epochs = c1.number_input("Epochs", 1, max_epochs, min(base.epochs, max_epochs),
-                                 key=f"train_epochs_{name}")
+                                 key=f"train_epochs_{name}", help=help_for("epochs"))
         digits = c2.number_input(
             "Training digits" + (" (0 = all 55,000)" if limits.local else ""),
             0 if limits.local else 1, max_digits,
             min(base.train_digits or max_digits, max_digits), step=1000,
-            key=f"train_digits_{name}")
-        heights = st.slider("Digit height on the 75×75 canvas (px)", 4, 73,
-                            (int(base.min_height), int(base.max_height)),
+            key=f"train_digits_{name}", help=help_for("train_digits"))
+        heights = st.slider(f"Digit height on the {CANVAS_SIZE}×{CANVAS_SIZE} canvas (px)", 4,
+                            CANVAS_SIZE - 2, (int(base.min_height), int(base.max_height)),
                             key=f"train_heights_{name}",
-                            help="The scale range of synthesized digits.")
+                            help=help_for("min_height", "max_height"))
         limit = f"; it stops after {base.time_limit_s:.0f} s" if base.time_limit_s else ""
         look = (f", a closer look at a {base.crop_size}×{base.crop_size} crop "
                 f"(widths {list(base.crop_widths)})" if base.crop_size and base.arch == "default"

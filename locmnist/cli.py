@@ -39,26 +39,16 @@ def _quiet_tensorflow() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from locmnist.config import PRESETS, Config, add_field_arguments
+
     p = argparse.ArgumentParser(prog="python -m locmnist",
                                 description="Classify and localize MNIST digits.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model into a run directory")
-    t.add_argument("--preset", choices=["quick", "default", "seed"], default="default")
-    t.add_argument("--data", choices=["standard", "seed"], help="override the preset's data mode")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--train-digits", type=int, help="how many training digits (0 = all)")
-    t.add_argument("--val-digits", type=int, help="digits held out for validation curves")
-    t.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")),
-                   help="conv widths of the default architecture, e.g. 16,32,64,128")
-    t.add_argument("--dense-units", type=int, help="units of each branch's dense layer")
-    t.add_argument("--crop-size", type=int,
-                   help="side of the closer look's crop (0 = classify from the backbone only)")
-    t.add_argument("--min-height", type=float, help="smallest digit height in canvas pixels")
-    t.add_argument("--max-height", type=float, help="largest digit height in canvas pixels")
-    t.add_argument("--time-limit", type=float, help="stop training after this many seconds")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--preset", choices=PRESETS, default="default")
+    # Every settable Config field is a flag overriding the preset (--batch-size, ...).
+    add_field_arguments(t.add_argument_group("config fields (override the preset)"), Config)
     t.add_argument("--out", help="run directory (default: <runs root>/<time>-<preset>-<id>, "
                                  "the runs root being the repo's runs/ or $LOCMNIST_RUNS)")
     t.add_argument("--extra", help="extra labelled images mixed into training: a folder or "
@@ -128,43 +118,14 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- train ------------------------------------------------------------------
 
-class _ProgressBar:
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
-        self._last_line = 0.0
-
-    def __call__(self, p) -> None:
-        width = 28
-        filled = int(p.fraction * width)
-        eta = "" if p.eta_s is None else f" eta {p.eta_s:4.0f}s"
-        acc = p.logs.get("classification_accuracy")
-        iou = p.logs.get("bounding_box_iou")
-        stats = "" if acc is None else f" acc {acc:.3f} iou {iou:.3f}"
-        line = (f"epoch {p.epoch}/{p.epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                f"{p.step}/{p.steps} {p.elapsed_s:5.0f}s{eta}{stats}")
-        if p.history is not None:
-            h = p.history
-            val = ""
-            if "val_classification_accuracy" in h:
-                val = (f" | val acc {h['val_classification_accuracy'][-1]:.4f}"
-                       f" val iou {h['val_bounding_box_iou'][-1]:.3f}")
-            print(("\r" if self.tty else "") + line + val, file=self.stream, flush=True)
-        elif self.tty:
-            print("\r" + line, end="", file=self.stream, flush=True)
-
-
 def cmd_train(args) -> int:
     from locmnist import runs
-    from locmnist.config import preset
+    from locmnist.config import Config, field_overrides, preset
     from locmnist.distribute import describe, make_strategy
+    from locmnist.progress import ProgressBar
     from locmnist.training import train
 
-    cfg = preset(args.preset, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                 train_digits=args.train_digits, val_digits=args.val_digits,
-                 widths=args.widths, dense_units=args.dense_units, crop_size=args.crop_size,
-                 min_height=args.min_height, max_height=args.max_height,
-                 time_limit_s=args.time_limit, seed=args.seed)
+    cfg = preset(args.preset, **field_overrides(args, Config))
     out = Path(args.out or runs.runs_root() / runs.new_run_id(cfg.preset))
     cancel = threading.Event()
 
@@ -188,7 +149,7 @@ def cmd_train(args) -> int:
             raise ValueError(f"{args.extra} has no usable labelled image")
         extra = (digits, labels)
         print(f"mixing in {len(digits)} extra images from {args.extra}", file=sys.stderr)
-    result = train(cfg, out, progress=None if args.no_progress else _ProgressBar(),
+    result = train(cfg, out, progress=None if args.no_progress else ProgressBar(),
                    cancel=cancel, mnist_path=args.mnist, strategy=strategy,
                    extra=extra, extra_share=args.extra_share)
     print(f"{result.status}: {out}", file=sys.stderr)

@@ -1,68 +1,98 @@
-"""One config dataclass for data synthesis, model and training.
+"""One config dataclass for data synthesis, model and training, and the model's input contract.
 
-It is saved as ``config.json`` beside every model, so inference rebuilds the
-exact preprocessing and architecture without guessing (as nanoGPT keeps
-``model_args`` in its checkpoint). The CLI and the app override fields of a
-preset; nothing reads a global config.
+A Config is saved as ``config.json`` beside every model (see ``locmnist.runs``),
+so ``build_model(Config.load(...))`` rebuilds the exact architecture (as nanoGPT
+keeps ``model_args`` in its checkpoint). Inference does not read it: every
+model takes the same input, ``INPUT_SHAPE`` below, which training synthesizes
+and ``locmnist.preprocess`` prepares.
+
+Each field's ``metadata["help"]`` documents it once; the CLI's flags, the app's
+overrides and the Train form's help text are derived from ``dataclasses.fields``
+by the helpers at the end (usable for any config dataclass). The CLI and the app
+override fields of a preset; nothing reads a global config.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# --- the model's input contract ------------------------------------------------
+CANVAS_SIZE = 75                                  # every model sees a 75x75 canvas
+INPUT_SHAPE = (CANVAS_SIZE, CANVAS_SIZE, 1)       # float32 in 0..1, ink = 1, background 0
+
 PRESETS = ("quick", "default", "seed")
 DATA_MODES = ("standard", "seed")
 ARCHITECTURES = ("default", "seed")
+BOX_LOSSES = ("giou_l1", "mse")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def _f(default, help: str, **meta):
+    """A dataclass field with its help text (and optional CLI ``flag``/``choices``)."""
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class Config:
-    preset: str = "default"
+    preset: str = _f("default", "the preset these settings started from", settable=False)
     # --- data -------------------------------------------------------------
-    data: str = "standard"          # "standard": scaled/rotated digits, tight ink box;
-                                    # "seed": the reference's 28x28 paste, patch box
-    canvas_size: int = 75           # canvases are (canvas_size, canvas_size, 1)
-    min_height: float = 15.0        # digit ink height range in canvas pixels
-    max_height: float = 70.0
-    max_rotation_deg: float = 12.0  # uniform in [-x, x]
-    max_shear: float = 0.15         # horizontal shear factor, uniform in [-x, x]
-    thickness: bool = True          # randomly thin / thicken strokes (mouse brushes vary)
-    aspect_jitter: float = 0.0      # width x uniform [1-x, 1+x]: outside MNIST's normalization
-    elastic: float = 0.0            # elastic distortion: displacement up to x source pixels
-    wide_pens: float = 0.0          # share of digits drawn with a pen 3 px wider
-    styles_fraction: float = 0.0    # style variants (locmnist.styles) added to training, as a
-                                    # share of the training digits
-    train_digits: int = 55_000      # digits drawn from the 60k train set (0 = all that remain)
-    val_digits: int = 5_000         # held out from the train set for validation curves
+    data: str = _f("standard", "standard: scaled/rotated digits, tight ink box; "
+                               "seed: the reference's 28x28 paste, patch box",
+                   choices=DATA_MODES)
+    canvas_size: int = _f(CANVAS_SIZE, "canvases are (canvas_size, canvas_size, 1); fixed by "
+                                       "the input contract", settable=False)
+    min_height: float = _f(15.0, "smallest digit ink height in canvas pixels")
+    max_height: float = _f(70.0, "largest digit ink height in canvas pixels")
+    max_rotation_deg: float = _f(12.0, "rotation in degrees, uniform in [-x, x]")
+    max_shear: float = _f(0.15, "horizontal shear factor, uniform in [-x, x]")
+    thickness: bool = _f(True, "randomly thin / thicken strokes (mouse brushes vary)")
+    aspect_jitter: float = _f(0.0, "digit width times uniform [1-x, 1+x]: outside MNIST's "
+                                   "normalization")
+    elastic: float = _f(0.0, "elastic distortion: displacement up to x source pixels")
+    wide_pens: float = _f(0.0, "share of digits drawn with a pen 3 px wider")
+    styles_fraction: float = _f(0.0, "style variants (locmnist.styles) added to training, as a "
+                                      "share of the training digits")
+    train_digits: int = _f(55_000, "training digits drawn from the 60k train set "
+                                   "(0 = all that remain)")
+    val_digits: int = _f(5_000, "digits held out from the train set for validation curves")
     # --- model ------------------------------------------------------------
-    arch: str = "default"           # "default" (ours) or "seed" (the reference CNN)
-    widths: tuple[int, ...] = (16, 32, 64, 128)   # conv widths per resolution stage
-    dense_units: int = 128          # the dense layer of each branch (backbone, closer look)
-    dropout: float = 0.1
-    crop_size: int = 28             # the "closer look": classify a crop at the predicted box,
-                                    # resampled to this size (0 = backbone only)
-    crop_widths: tuple[int, ...] = (32, 64, 128)  # conv widths of the crop classifier
+    arch: str = _f("default", "default (ours) or seed (the reference CNN)",
+                   choices=ARCHITECTURES)
+    widths: tuple[int, ...] = _f((16, 32, 64, 128), "conv widths per resolution stage of the "
+                                                    "default architecture, e.g. 16,32,64,128")
+    dense_units: int = _f(128, "units of each branch's dense layer (backbone, closer look)")
+    dropout: float = _f(0.1, "dropout after each dense layer")
+    crop_size: int = _f(28, "side of the closer look's crop, classified at the predicted box "
+                            "(0 = classify from the backbone only)")
+    crop_widths: tuple[int, ...] = _f((32, 64, 128), "conv widths of the crop classifier")
     # --- training ---------------------------------------------------------
-    epochs: int = 8                 # ~100 s each on 2 cores: the default trains in under 15 min
-    batch_size: int = 128
-    learning_rate: float = 3e-3     # peak of the warmup + cosine schedule
-    warmup_epochs: float = 0.5
-    box_loss: str = "giou_l1"       # "giou_l1" (ours) or "mse" (the reference)
-    box_loss_weight: float = 1.0
-    jit_compile: bool = False       # XLA; measured slower to start and no faster on 2 CPU cores
-    steps_per_execution: int = 1
-    time_limit_s: float = 0.0       # stop training after this many seconds (0 = no limit)
-    seed: int = 0
+    epochs: int = _f(8, "passes over the training digits")
+    batch_size: int = _f(128, "batch size per replica")
+    learning_rate: float = _f(3e-3, "peak learning rate")
+    lr_schedule: str = _f("cosine", "cosine: linear warmup then cosine decay; constant: the "
+                                    "reference's fixed rate", choices=LR_SCHEDULES)
+    warmup_epochs: float = _f(0.5, "epochs of linear warmup (cosine schedule)")
+    box_loss: str = _f("giou_l1", "giou_l1 (ours) or mse (the reference)", choices=BOX_LOSSES)
+    box_loss_weight: float = _f(1.0, "weight of the box loss against the class loss")
+    jit_compile: bool = _f(False, "XLA; measured slower to start and no faster on 2 CPU cores")
+    steps_per_execution: int = _f(1, "training steps per Keras call")
+    time_limit_s: float = _f(0.0, "stop training after this many seconds (0 = no limit)",
+                             flag="--time-limit")
+    seed: int = _f(0, "random seed of digit order, placement and weights")
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
         self.crop_widths = tuple(int(w) for w in self.crop_widths)
-        if self.data not in DATA_MODES:
-            raise ValueError(f"data must be one of {DATA_MODES}, got {self.data!r}")
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"{f.name} must be one of {choices}, "
+                                 f"got {getattr(self, f.name)!r}")
+        if self.canvas_size != CANVAS_SIZE:
+            raise ValueError(f"canvas_size is fixed at {CANVAS_SIZE} (the model input)")
         if not 4 <= self.min_height <= self.max_height <= self.canvas_size - 2:
             raise ValueError("need 4 <= min_height <= max_height <= canvas_size - 2")
         if not (0 <= self.aspect_jitter < 1 and self.elastic >= 0
@@ -114,10 +144,126 @@ def preset(name: str, **overrides) -> Config:
                      epochs=2, train_digits=24_000, batch_size=128, learning_rate=4e-3,
                      warmup_epochs=0.2, time_limit_s=60.0)
     elif name == "seed":
-        # The reference notebook: its CNN, Adam(1e-3), batch 512, CE + MSE, 45 epochs.
+        # The reference notebook: its CNN, Adam's constant 1e-3, batch 512, CE + MSE, 45 epochs.
         cfg = Config(preset="seed", data="seed", arch="seed", epochs=45, batch_size=512,
-                     learning_rate=1e-3, warmup_epochs=0.0, box_loss="mse", dropout=0.0,
-                     train_digits=0, val_digits=0)
+                     learning_rate=1e-3, lr_schedule="constant", warmup_epochs=0.0,
+                     box_loss="mse", dropout=0.0, train_digits=0, val_digits=0)
     else:
         raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
     return cfg.replace(**overrides)
+
+
+# --- fields as flags and overrides (any config dataclass) ---------------------------
+
+def settable_fields(cls) -> list[dataclasses.Field]:
+    """The fields a user may set (CLI flags, the app's overrides), in declaration order."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("settable", True)]
+
+
+def flag(f: dataclasses.Field) -> str:
+    """``--batch-size`` for ``batch_size``, unless the field names its own flag."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def field_help(cls, name: str) -> str:
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+
+
+def parse_value(f: dataclasses.Field, value):
+    """A command-line string or a JSON value as the type of field ``f``; ValueError if not."""
+    kind = type(f.default)
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        if kind is bool:
+            if text not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"{f.name} must be true or false, got {value!r}")
+            value = text in ("true", "1", "yes")
+        elif kind is tuple:
+            value = [v for v in text.split(",") if v.strip()]
+        else:
+            try:
+                value = kind(text)  # int("1.5") raises, as it should
+            except ValueError:
+                raise ValueError(f"{f.name} must be {_A[kind]}, got {value!r}") from None
+    if kind is tuple:
+        try:
+            if not isinstance(value, (list, tuple)) or not value:
+                raise ValueError
+            value = tuple(_integer(f, v) for v in value)
+        except ValueError:
+            raise ValueError(f"{f.name} must be a list of integers, e.g. 16,32,64, "
+                             f"got {value!r}") from None
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{f.name} must be true or false, got {value!r}")
+    elif kind is int:
+        value = _integer(f, value)
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{f.name} must be a number, got {value!r}")
+        value = float(value)
+    elif not isinstance(value, kind):
+        raise ValueError(f"{f.name} must be a {kind.__name__}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ValueError(f"{f.name} must be one of {choices}, got {value!r}")
+    return value
+
+
+_A = {int: "an integer", float: "a number"}
+
+
+def _integer(f: dataclasses.Field, v) -> int:
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{f.name} must be an integer, got {v!r}")
+    return v
+
+
+def add_field_arguments(parser: argparse.ArgumentParser, cls, show_defaults: bool = False) -> None:
+    """One ``--flag`` per settable field of ``cls``; unset flags parse as None.
+
+    ``show_defaults`` adds each field's default to its help (not for Config, whose
+    defaults depend on the preset)."""
+    for f in settable_fields(cls):
+        def parse(text: str, f=f):
+            try:
+                return parse_value(f, text)
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+
+        parser.add_argument(flag(f), dest=f.name, type=parse, default=None,
+                            metavar=_metavar(f), help=f.metadata["help"] + (
+                                f" (default {f.default})" if show_defaults else ""))
+
+
+def _metavar(f: dataclasses.Field) -> str:
+    if f.metadata.get("choices"):
+        return "{" + ",".join(f.metadata["choices"]) + "}"
+    return {bool: "true|false", tuple: "N,N,...", int: "N", float: "X"}.get(type(f.default), "S")
+
+
+def field_overrides(values, cls) -> dict:
+    """{field: value} of settable fields, from parsed flags (a Namespace) or a dict of
+    JSON values; None means "not set". A dict key that is not a settable field, or a
+    value of the wrong type, is a ValueError."""
+    given = vars(values) if isinstance(values, argparse.Namespace) else dict(values)
+    fields = {f.name: f for f in settable_fields(cls)}
+    if not isinstance(values, argparse.Namespace):
+        unknown = sorted(set(given) - set(fields))
+        if unknown:
+            raise ValueError(f"cannot set {unknown}; settable fields: {sorted(fields)}")
+    return {name: parse_value(f, given[name]) for name, f in fields.items()
+            if given.get(name) is not None}
+
+
+def field_argv(overrides: dict, cls) -> list[str]:
+    """The command-line flags that set ``overrides`` (the inverse of the parsing above)."""
+    argv = []
+    for f in settable_fields(cls):
+        if f.name in overrides:
+            v = overrides[f.name]
+            text = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+            argv += [flag(f), text]
+    return argv

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from locmnist.config import INPUT_SHAPE
+
 FORMATS = ("savedmodel", "tflite", "keras")
-INPUT_SHAPE = (75, 75, 1)
 PARITY_TOLERANCE = 1e-4
 
 

@@ -150,6 +150,8 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
 # --- command line: python -m locmnist finetune ----------------------------------------
 
 def add_arguments(p) -> None:
+    from locmnist.config import add_field_arguments
+
     p.add_argument("--from", dest="model", help="the model to start from "
                    "(default: $LOCMNIST_MODEL or the shipped model)")
     p.add_argument("--corrections", help="a corrections database, or a folder or zip with "
@@ -157,22 +159,19 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="run directory (default: <runs root>/<time>-finetune-<id>)")
     p.add_argument("--mnist", help="path to mnist.npz or a folder of IDX files")
     p.add_argument("--no-progress", action="store_true", help="no terminal progress bar")
-    for f in dataclasses.fields(FinetuneSettings):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
-                       help=f"{f.metadata['help']} (default {f.default})")
+    add_field_arguments(p, FinetuneSettings, show_defaults=True)
 
 
 def run(args) -> int:
     import signal
     import sys
 
-    from locmnist.cli import _ProgressBar
-    from locmnist.corrections import default_path
     from locmnist import runs
+    from locmnist.config import field_overrides
+    from locmnist.corrections import default_path
+    from locmnist.progress import ProgressBar
 
-    settings = FinetuneSettings(**{f.name: getattr(args, f.name)
-                                   for f in dataclasses.fields(FinetuneSettings)
-                                   if getattr(args, f.name) is not None})
+    settings = FinetuneSettings(**field_overrides(args, FinetuneSettings))
     model = args.model or runs.default_model_path()
     corrections = Path(args.corrections or default_path())
     if not corrections.exists():
@@ -184,7 +183,7 @@ def run(args) -> int:
         signal.signal(sig, lambda *_: cancel.set())
     print(f"fine-tuning {model} on {corrections} -> {out}", file=sys.stderr)
     result = finetune(model, corrections, out, settings,
-                      progress=None if args.no_progress else _ProgressBar(), cancel=cancel,
+                      progress=None if args.no_progress else ProgressBar(), cancel=cancel,
                       mnist_path=args.mnist)
     print(f"{result.status}: {out}", file=sys.stderr)
     if result.metrics:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from locmnist.config import INPUT_SHAPE
 from locmnist.preprocess import InvalidImage
 from locmnist.results import Prediction, predict_image
 
@@ -30,11 +31,11 @@ class Predictor:
         # only ever run the same finished graph (TF executes it thread-safely).
         # Wrapping the model object itself (not a closure) gives each Predictor its
         # own tracing statistics: loading several models raises no retracing warning.
-        forward = tf.function(model, input_signature=[tf.TensorSpec([None, 75, 75, 1],
+        forward = tf.function(model, input_signature=[tf.TensorSpec([None, *INPUT_SHAPE],
                                                                     tf.float32)])
         self._keys = (cls_key, box_key)
         self._forward = forward
-        forward(tf.zeros([1, 75, 75, 1]))  # trace now, not in a user's first request
+        forward(tf.zeros([1, *INPUT_SHAPE]))  # trace now, not in a user's first request
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> "Predictor":
@@ -56,7 +57,7 @@ class Predictor:
 
     def predict_canvas(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs, boxes)."""
-        x = np.asarray(canvases, dtype=np.float32).reshape(-1, 75, 75, 1)
+        x = np.asarray(canvases, dtype=np.float32).reshape(-1, *INPUT_SHAPE)
         out = self._forward(x)  # a dict (named outputs) or a list, as the model returns
         probs, boxes = out[self._keys[0]], out[self._keys[1]]
         return probs.numpy(), boxes.numpy()

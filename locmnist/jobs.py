@@ -10,8 +10,9 @@ wrapper) are gone: no stale locks, no reused pids. The trainer writes ``status.j
 (see ``locmnist.training``); this module only locks, launches and cancels. Where
 runs live, their file names and how to read one: ``locmnist.runs``.
 
-``$LOCMNIST_TRAIN_OVERRIDES`` is a JSON object of training flags applied on top of
-what the Train page's form asks for -- how tests and screenshots get tiny runs.
+``$LOCMNIST_TRAIN_OVERRIDES`` is a JSON object of Config fields (and ``preset``)
+applied on top of what the Train page's form asks for -- how tests and screenshots
+get tiny runs.
 """
 from __future__ import annotations
 
@@ -26,17 +27,10 @@ import time
 from pathlib import Path
 
 from locmnist import runs
+from locmnist.config import PRESETS, Config, field_argv, field_overrides
 from locmnist.files import atomic_write_json
 from locmnist.run_files import Job, Status, read
 from locmnist.runs import pid_alive, start_ticks
-
-# Form field -> CLI flag. Only what `python -m locmnist train` accepts.
-CLI_FLAGS = {"data": "--data", "epochs": "--epochs", "batch_size": "--batch-size",
-             "train_digits": "--train-digits", "val_digits": "--val-digits",
-             "widths": "--widths", "dense_units": "--dense-units", "crop_size": "--crop-size",
-             "min_height": "--min-height", "max_height": "--max-height",
-             "time_limit_s": "--time-limit", "seed": "--seed"}
-
 
 class TrainingBusy(RuntimeError):
     """Another training holds the lock; ``run_id`` says which, to watch it."""
@@ -47,7 +41,10 @@ class TrainingBusy(RuntimeError):
 
 
 def env_overrides() -> dict:
-    """``$LOCMNIST_TRAIN_OVERRIDES`` as a dict of known fields (bad JSON is an error)."""
+    """``$LOCMNIST_TRAIN_OVERRIDES`` as {field: value}, plus ``preset`` if it names one.
+
+    Bad JSON, an unknown field or a value of the wrong type is a ValueError.
+    """
     raw = os.environ.get("LOCMNIST_TRAIN_OVERRIDES", "").strip()
     if not raw:
         return {}
@@ -55,9 +52,16 @@ def env_overrides() -> dict:
         d = json.loads(raw)
     except ValueError as e:
         raise ValueError(f"LOCMNIST_TRAIN_OVERRIDES is not valid JSON: {e}") from None
-    if not isinstance(d, dict) or set(d) - set(CLI_FLAGS) - {"preset"}:
-        raise ValueError(f"LOCMNIST_TRAIN_OVERRIDES may only set {sorted(CLI_FLAGS)} and preset")
-    return d
+    if not isinstance(d, dict):
+        raise ValueError("LOCMNIST_TRAIN_OVERRIDES must be a JSON object of Config fields")
+    name = d.pop("preset", None)
+    if name is not None and name not in PRESETS:
+        raise ValueError(f"LOCMNIST_TRAIN_OVERRIDES: preset must be one of {PRESETS}")
+    try:
+        fields = field_overrides(d, Config)
+    except ValueError as e:
+        raise ValueError(f"LOCMNIST_TRAIN_OVERRIDES: {e}") from None
+    return {**fields, "preset": name} if name else fields
 
 
 # --- processes -------------------------------------------------------------------
@@ -155,7 +159,7 @@ def start_training(preset: str = "quick", root: Path | None = None, *, limits=No
                    owner: str | None = None, **fields) -> str:
     """Launch a detached training; return its run id. Raises TrainingBusy or ValueError.
 
-    ``fields`` are Config fields the CLI accepts (see CLI_FLAGS); they are checked
+    ``fields`` are settable Config fields (each one a ``train`` flag); they are checked
     here, in-process, so a bad form value is an error on the page, not a dead run.
     ``limits`` (a ``locmnist.settings.ServerSettings``) bounds the epochs and digits
     asked for (not ``$LOCMNIST_TRAIN_OVERRIDES``: the admin's) and caps the run's
@@ -166,26 +170,19 @@ def start_training(preset: str = "quick", root: Path | None = None, *, limits=No
     from locmnist.config import preset as make_config
 
     root = root or runs.runs_root()
-    unknown = set(fields) - set(CLI_FLAGS)
-    if unknown:
-        raise ValueError(f"cannot set {sorted(unknown)} from the app")
+    fields = field_overrides(fields, Config)  # ValueError: an unknown field or a bad value
     if limits is not None:  # what the visitor asked for; the admin's overrides are trusted
-        asked = make_config(preset, **{k: v for k, v in fields.items() if v is not None})
+        asked = make_config(preset, **fields)
         limits.check_training(asked.epochs, asked.train_digits)
     overrides = env_overrides()
     preset = overrides.pop("preset", preset)
-    fields = {k: v for k, v in {**fields, **overrides}.items() if v is not None}
-    unknown = set(fields) - set(CLI_FLAGS)
-    if unknown:
-        raise ValueError(f"cannot set {sorted(unknown)} from the app")
+    fields = {**fields, **overrides}
     cfg = make_config(preset, **fields)  # raises ValueError with a clear message
     cap = limits.run_seconds if limits is not None else None
     if cap:
         fields["time_limit_s"] = min(cfg.time_limit_s or cap, 0.75 * cap)
 
-    argv = ["train", "--preset", preset]
-    for k, v in fields.items():
-        argv += [CLI_FLAGS[k], ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
+    argv = ["train", "--preset", preset, *field_argv(fields, Config)]
     _prune(root, limits)
     return _launch(root, runs.new_run_id(preset), argv, cap=cap, owner=owner, fields=fields,
                    preset=preset)
@@ -200,8 +197,6 @@ def _prune(root: Path, limits) -> None:
 def finetune_overrides() -> dict:
     """``$LOCMNIST_FINETUNE_OVERRIDES``: FinetuneSettings fields for the app's fine-tuning
     (how tests get tiny runs); bad JSON or an unknown field is an error."""
-    import dataclasses
-
     from locmnist.finetune import FinetuneSettings
 
     raw = os.environ.get("LOCMNIST_FINETUNE_OVERRIDES", "").strip()
@@ -209,9 +204,12 @@ def finetune_overrides() -> dict:
         d = json.loads(raw) if raw else {}
     except ValueError as e:
         raise ValueError(f"LOCMNIST_FINETUNE_OVERRIDES is not valid JSON: {e}") from None
-    known = {f.name for f in dataclasses.fields(FinetuneSettings)}
-    if not isinstance(d, dict) or set(d) - known:
-        raise ValueError(f"LOCMNIST_FINETUNE_OVERRIDES may only set {sorted(known)}")
+    if not isinstance(d, dict):
+        raise ValueError("LOCMNIST_FINETUNE_OVERRIDES must be a JSON object of settings")
+    try:
+        d = field_overrides(d, FinetuneSettings)
+    except ValueError as e:
+        raise ValueError(f"LOCMNIST_FINETUNE_OVERRIDES: {e}") from None
     FinetuneSettings(**d)  # raises ValueError with a clear message
     return d
 
@@ -222,6 +220,7 @@ def start_finetune(model_path: str | os.PathLike, corrections: str | os.PathLike
     log, status, cancel, wall-clock cap and owner); return its run id. Raises
     TrainingBusy or ValueError."""
     from locmnist.corrections import default_path
+    from locmnist.finetune import FinetuneSettings
 
     root = root or runs.runs_root()
     corrections = Path(corrections or default_path())
@@ -229,8 +228,7 @@ def start_finetune(model_path: str | os.PathLike, corrections: str | os.PathLike
         raise ValueError("there are no corrections yet: correct some answers on the Predict page")
     settings = finetune_overrides()
     argv = ["finetune", "--from", str(model_path), "--corrections", str(corrections)]
-    for k, v in settings.items():
-        argv += ["--" + k.replace("_", "-"), str(v)]
+    argv += field_argv(settings, FinetuneSettings)
     _prune(root, limits)
     return _launch(root, runs.new_run_id("finetune"), argv,
                    cap=limits.run_seconds if limits is not None else None, owner=owner,

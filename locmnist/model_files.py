@@ -23,6 +23,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from locmnist.config import INPUT_SHAPE
 from locmnist.model_checks import ConfigRefused, check_config
 from locmnist.runs import model_file, sidecar
 
@@ -206,8 +207,8 @@ def output_roles(model) -> tuple:
 def check_model(model, name: str = "model") -> None:
     """Raise InvalidModel unless ``model`` takes (75, 75, 1) and gives (10) and (4)."""
     shapes = [tuple(i.shape) for i in model.inputs]
-    if len(shapes) != 1 or tuple(shapes[0][1:]) != (75, 75, 1):
-        raise InvalidModel(f"{name}: expected one input of shape (75, 75, 1); got {shapes}")
+    if len(shapes) != 1 or tuple(shapes[0][1:]) != INPUT_SHAPE:
+        raise InvalidModel(f"{name}: expected one input of shape {INPUT_SHAPE}; got {shapes}")
     output_roles(model)
 
 

@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from locmnist.config import CANVAS_SIZE as CANVAS
+
 MAX_FILE_BYTES = 25 * 1024 * 1024     # refuse larger files before reading them
 MAX_PIXELS = 40_000_000               # decoded pixel cap (a 5000x5000 photo is 25 M)
 MAX_SIDE = 20_000                     # a 1 x 100000 strip is not a digit either
 WORK_SIDE = 1024                      # larger images are reduced to this first (speed)
-CANVAS = 75
-# The model learned digits 15..70 px tall; outside this band we frame on the ink.
+# The model learned digits 15..70 px tall (Config.min_height..max_height); outside this
+# band we frame on the ink.
 MIN_INK_PX, MAX_INK_PX, TARGET_INK_PX = 18.0, 68.0, 46.0
 MIN_CONTRAST = 0.12                   # peak ink minus background, on a 0..1 scale
 MAX_INK_FRACTION = 0.5                # more ink than this is a texture, not a digit

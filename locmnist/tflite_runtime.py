@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from locmnist.config import INPUT_SHAPE
 from locmnist.model_files import InvalidModel
 from locmnist.results import Prediction, predict_image
 
@@ -44,7 +45,7 @@ class TFLitePredictor:
                                f"bounding_box, found {sorted(outputs)}")
         self._interpreter, self._runner = interpreter, runner
         self._lock = threading.Lock()
-        self.predict_canvas(np.zeros((1, 75, 75, 1), np.float32))  # allocate now
+        self.predict_canvas(np.zeros((1, *INPUT_SHAPE), np.float32))  # allocate now
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TFLitePredictor":
@@ -57,7 +58,7 @@ class TFLitePredictor:
 
     def predict_canvas(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs, boxes)."""
-        x = np.ascontiguousarray(canvases, dtype=np.float32).reshape(-1, 75, 75, 1)
+        x = np.ascontiguousarray(canvases, dtype=np.float32).reshape(-1, *INPUT_SHAPE)
         with self._lock:  # the runner resizes its input only when the batch size changes
             out = self._runner(image=x)
             return np.array(out["classification"]), np.array(out["bounding_box"])

@@ -118,11 +118,12 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, cfg: Config) -> tf.data
 
 
 def lr_schedule(cfg: Config, steps_per_epoch: int):
-    """Linear warmup to cfg.learning_rate, then cosine decay to ~0 at the last step."""
+    """Linear warmup to cfg.learning_rate, then cosine decay to ~0 at the last step
+    (the cosine schedule); or cfg.learning_rate throughout (constant)."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    if cfg.preset == "seed" and cfg.warmup_epochs == 0:
-        return cfg.learning_rate  # the reference used Adam's constant default rate
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate  # the seed recipe: the reference used Adam's constant rate
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=cfg.learning_rate / 10 if warmup else cfg.learning_rate,
         decay_steps=max(1, total - warmup), alpha=0.01,

@@ -105,8 +105,11 @@ def test_overrides_and_bad_settings_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", "{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         jobs.env_overrides()
-    monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", '{"learning_rate": 1}')
-    with pytest.raises(ValueError, match="may only set"):
+    monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", '{"learning_rat": 1}')
+    with pytest.raises(ValueError, match=r"cannot set \['learning_rat'\]"):
+        jobs.env_overrides()
+    monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", '{"epochs": "many"}')
+    with pytest.raises(ValueError, match="epochs must be an integer"):
         jobs.env_overrides()
     monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", '{"epochs": 1}')
     assert jobs.env_overrides() == {"epochs": 1}

@@ -99,3 +99,12 @@ def test_unwritable_run_directory(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OSError, match="cannot write to run directory"):
         train(tiny_config(), blocker / "run")
+
+
+def test_learning_rate_schedule_is_chosen_by_a_field():
+    from locmnist.config import preset
+    from locmnist.training import lr_schedule
+
+    assert lr_schedule(preset("seed"), 100) == 1e-3  # the reference's constant Adam rate
+    cosine = lr_schedule(preset("seed", lr_schedule="cosine", warmup_epochs=0.5), 100)
+    assert float(cosine(10)) < float(cosine(40)) < 1e-3 == pytest.approx(float(cosine(50)))
