@@ -133,7 +133,7 @@ def preset(name: str, **overrides) -> Config:
     """The named preset with optional field overrides (None values are ignored)."""
     if name == "default":
         # Styles MNIST lacks (10% more digits, locmnist.styles), squeezed/stretched +-40%,
-        # elastic and wider pens, in 6 epochs of 55k digits: ~17 E (E = one epoch of the
+        # elastic and wider pens, in 6 epochs of 50k digits: ~17 E (E = one epoch of the
         # reference recipe), from 8 epochs (22.7 E) before.
         cfg = Config(preset="default", epochs=6, train_digits=50_000, styles_fraction=0.1,
                      aspect_jitter=0.4, elastic=1.5, wide_pens=0.1)
