@@ -340,15 +340,17 @@ def model_view(prediction, scale: int = 4):
 
 # --- charts ----------------------------------------------------------------------
 
-def probability_chart(probabilities, key: str):
+def probability_chart(probabilities, key: str, muted: bool = False):
+    """Bars of the 10 digit probabilities; ``muted``: all grey (the answer was "not a digit")."""
     import plotly.graph_objects as go
 
     probs = np.asarray(probabilities, dtype=float)
-    colors = ["#EF553B" if i == int(probs.argmax()) and probs.max() > 0 else "#8FA8C8"
-              for i in range(10)]
+    colors = ["#C8C8C8" if muted else "#EF553B" if i == int(probs.argmax()) and probs.max() > 0
+              else "#8FA8C8" for i in range(10)]
     fig = go.Figure(go.Bar(x=list(range(10)), y=probs, marker_color=colors,
                            hovertemplate="digit %{x}: %{y:.1%}<extra></extra>"))
-    fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title="Probabilities",
+    fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10),
+                      title="Probabilities (no digit chosen)" if muted else "Probabilities",
                       yaxis=dict(range=[0, 1], tickformat=".0%"),
                       xaxis=dict(title="digit", dtick=1))
     st.plotly_chart(fig, width="stretch", key=key)

@@ -1,4 +1,5 @@
-"""Evaluate: a model on the published test split, with its worst predictions."""
+"""Evaluate: a model on the published test split, with its worst predictions, its
+calibration (reliability diagram) and its "not a digit" trade-off on the negative test split."""
 from __future__ import annotations
 
 import numpy as np
@@ -54,6 +55,7 @@ def show(result: dict) -> None:
     for col, t in zip(cols[2:], ("0.5", "0.6", "0.75")):
         col.metric(f"IoU ≥ {t}", f"{m[f'iou_ge_{t}']:.1%}")
     st.caption(f"{m['n']:,} test canvases.")
+    show_rejection(m)
     a, b = st.columns(2)
     with a:
         st.plotly_chart(confusion_figure(m["confusion_matrix"]), width="stretch",
@@ -65,6 +67,72 @@ def show(result: dict) -> None:
     st.subheader("Worst predictions")
     st.caption("True box in green, predicted box in red.")
     gallery(result["worst"])
+
+
+def show_rejection(m: dict) -> None:
+    """"Not a digit" on digits and on the negative test split, and calibration."""
+    st.subheader("Not a digit")
+    rule = ("the model's digit output" if m["reject_rule"] == "digit"
+            else "its top calibrated probability")
+    st.caption(f"A canvas is \"not a digit\" when {rule} is below "
+               f"{m['reject_threshold']:.3g}; {m['n_negatives']:,} canvases of the negative test "
+               f"split (letters, shapes, scribbles, noise, blank). Confidences are "
+               f"temperature-scaled (T = {m['temperature']:.2f}"
+               f"{'' if m['calibrated'] else ', no calibration saved: the fallback'}).")
+    cols = st.columns(4)
+    cols[0].metric("Negatives rejected", f"{m['reject_rate_negatives']:.1%}")
+    cols[1].metric("Digits wrongly rejected", f"{m['digits_rejected']:.2%}")
+    cols[2].metric("Accuracy on accepted", f"{m['accuracy_accepted']:.2%}")
+    cols[3].metric("ECE (15 bins)", f"{m['ece']:.2%}")
+    a, b = st.columns(2)
+    with a:
+        st.plotly_chart(reliability_figure(m["reliability"]), width="stretch",
+                        key="evaluate_reliability")
+    with b:
+        st.plotly_chart(tradeoff_figure(m["tradeoff"], m["reject_threshold"]), width="stretch",
+                        key="evaluate_tradeoff")
+
+
+def reliability_figure(bins: list[dict]):
+    """Accuracy against confidence per bin; a calibrated model sits on the diagonal."""
+    import plotly.graph_objects as go
+
+    used = [b for b in bins if b["n"]]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect",
+                             line=dict(dash="dash", color="gray")))
+    fig.add_trace(go.Scatter(x=[b["confidence"] for b in used], y=[b["accuracy"] for b in used],
+                             mode="lines+markers", name="model",
+                             marker=dict(size=[6 + 14 * (b["n"] / max(1, max(c["n"] for c in used)))
+                                               ** 0.5 for b in used]),
+                             customdata=[b["n"] for b in used],
+                             hovertemplate="confidence %{x:.1%}: accuracy %{y:.1%}"
+                                           " (%{customdata} digits)<extra></extra>"))
+    fig.update_layout(title="Reliability: accuracy against confidence", height=360,
+                      xaxis=dict(title="confidence (calibrated)", range=[0, 1], tickformat=".0%"),
+                      yaxis=dict(title="accuracy", range=[0, 1.02], tickformat=".0%"),
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(x=0.02, y=0.98))
+    return fig
+
+
+def tradeoff_figure(rows: list[dict], threshold: float):
+    """Per threshold: digits rejected, accuracy on the accepted, negatives rejected."""
+    import plotly.graph_objects as go
+
+    x = [r["threshold"] for r in rows]
+    fig = go.Figure()
+    for key, name in (("negatives_rejected", "negatives rejected"),
+                      ("digits_rejected", "digits rejected"),
+                      ("accuracy_accepted", "accuracy on accepted digits")):
+        fig.add_trace(go.Scatter(x=x, y=[r[key] for r in rows], mode="lines+markers", name=name,
+                                 hovertemplate="threshold %{x:.3g}: %{y:.2%}<extra></extra>"))
+    fig.add_vline(x=threshold, line_dash="dash", line_color="gray",
+                  annotation_text=f"saved {threshold:.3g}")
+    fig.update_layout(title="Rejection trade-off", height=360,
+                      xaxis=dict(title="threshold", range=[0, 1]),
+                      yaxis=dict(range=[0, 1.02], tickformat=".0%"),
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(x=0.02, y=0.5))
+    return fig
 
 
 def confusion_figure(matrix):

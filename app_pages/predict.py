@@ -122,6 +122,9 @@ def show_summary(prediction, key: str, user_box=None) -> None:
     """The digit, its confidence, the IoU with the user's box, and the probabilities."""
     from locmnist.boxes import iou
 
+    if prediction.rejected:
+        show_not_a_digit(prediction, key)
+        return
     if prediction.label is None:
         show_empty(prediction.message.capitalize() + ".")
         return
@@ -134,11 +137,24 @@ def show_summary(prediction, key: str, user_box=None) -> None:
     ui.probability_chart(prediction.probabilities, key=f"probs_{key}")
 
 
+def show_not_a_digit(prediction, key: str) -> None:
+    """The model looked and found no digit: say so; its digit guesses stay visible, greyed."""
+    best = int(np.argmax(prediction.probabilities))
+    cols = st.columns(2)
+    cols[0].metric("Predicted digit", "Not a digit")
+    cols[1].metric("Best digit guess", f"{best} ({prediction.confidence:.0%})")
+    st.caption("The model sees no digit here (letters, shapes, scribbles and noise are "
+               "refused). The probabilities below are what it would say if it had to pick one.")
+    ui.probability_chart(prediction.probabilities, key=f"probs_{key}", muted=True)
+
+
 def show_pictures(prediction, image, user_box=None) -> None:
     """The input with the predicted box at display size, and the 75x75 model input."""
     a, b = st.columns(2)
     if prediction.label is None:
         a.image(ui.framed(ui.on_white(image), CANVAS_PX), caption="Your input")
+        if prediction.rejected:
+            b.image(ui.model_view(prediction), caption="What the model saw (75×75)")
         return
     a.image(ui.overlay(image, prediction.box_normalized, width=CANVAS_PX, true_box=user_box),
             caption="Your input, predicted box in red" + (", yours in green" if user_box else ""))

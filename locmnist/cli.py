@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no terminal progress bar")
     t.add_argument("--ship", action="store_true",
                    help="when training completes, install the run as the shipped default "
-                        "model (models/default.keras and its .config/.history/.metrics.json)")
+                        "model (models/default.keras and its .config/.history/.metrics/"
+                        ".calibration.json)")
     t.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker"],
                    default="default", help="tf.distribute strategy; --batch-size is per replica "
                                            "(see 'Training on more machines' in the README)")
@@ -157,6 +158,9 @@ def cmd_train(args) -> int:
         m = result.metrics
         print(f"test accuracy {m['accuracy']:.4f}  mean IoU {m['iou_mean']:.3f}  "
               f"IoU>=0.5 {m['iou_ge_0.5']:.3f}", file=sys.stderr)
+        print(f"not a digit: negatives rejected {m['reject_rate_negatives']:.4f}  digits "
+              f"rejected {m['digits_rejected']:.4f}  accuracy on accepted "
+              f"{m['accuracy_accepted']:.4f}  ECE {m['ece']:.4f}", file=sys.stderr)
     if args.ship and result.status == "completed":
         ship_run(out, runs.DEFAULT_MODEL)
         print(f"shipped as {runs.DEFAULT_MODEL}", file=sys.stderr)
@@ -175,9 +179,13 @@ def ship_run(run_dir: Path, dest: Path) -> None:
     from locmnist.files import atomic_write
 
     run_model, dest = Path(run_dir) / runs.MODEL, Path(dest)
-    for kind in ("config", "history", "metrics"):
+    for kind in ("config", "history", "metrics", "calibration"):
+        source = runs.sidecar(run_model, kind)
+        if kind == "calibration" and not source.exists():  # a model without one
+            runs.sidecar(dest, kind).unlink(missing_ok=True)  # never keep another model's
+            continue
         atomic_write(runs.sidecar(dest, kind),
-                     lambda tmp, k=kind: shutil.copyfile(runs.sidecar(run_model, k), tmp))
+                     lambda tmp, src=source: shutil.copyfile(src, tmp))
     atomic_write(dest, lambda tmp: shutil.copyfile(run_model, tmp), suffix=".keras")
 
 
@@ -185,6 +193,10 @@ def ship_run(run_dir: Path, dest: Path) -> None:
 
 EVAL_KEYS = ("accuracy", "box_mse", "iou_mean", "iou_ge_0.5", "iou_ge_0.6", "iou_ge_0.75", "n",
              "per_class_accuracy")
+# "Not a digit" and calibration (locmnist.calibration): the first five are printed as text too.
+REJECT_KEYS = ("ece", "digits_rejected", "accuracy_accepted", "reject_rate_negatives",
+               "reject_threshold", "temperature", "reject_rule", "calibrated", "n_negatives",
+               "ece_uncalibrated", "reject_rate_negatives_by_kind", "tradeoff", "reliability")
 
 
 def cmd_evaluate(args) -> int:
@@ -197,7 +209,7 @@ def cmd_evaluate(args) -> int:
     metrics = evaluate_model(predictor, data=args.data, limit=args.limit,
                              mnist_path=args.mnist)
     if args.json:
-        out = {k: metrics[k] for k in EVAL_KEYS}
+        out = {k: metrics[k] for k in EVAL_KEYS + REJECT_KEYS}
         out["model"] = predictor.source
         out["data"] = args.data
         out["split_version"] = metrics["split_version"]
@@ -209,6 +221,10 @@ def cmd_evaluate(args) -> int:
               f"data      {args.data} test split v{metrics['split_version']}, n={metrics['n']}")
         for k in EVAL_KEYS[:-2]:
             print(f"{k:<10}{metrics[k]:.4f}")
+        print(f"not a digit: {metrics['reject_rule']} < {metrics['reject_threshold']:.4g}"
+              f" (temperature {metrics['temperature']:.3f})")
+        for k in REJECT_KEYS[:4]:
+            print(f"{k:<22}{metrics[k]:.4f}")
     return 0
 
 

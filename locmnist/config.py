@@ -68,6 +68,10 @@ class Config:
     crop_size: int = _f(28, "side of the closer look's crop, classified at the predicted box "
                             "(0 = classify from the backbone only)")
     crop_widths: tuple[int, ...] = _f((32, 64, 128), "conv widths of the crop classifier")
+    negative_fraction: float = _f(0.1, "share of each training batch that holds no digit "
+                                        "(locmnist.negatives); > 0 adds the digit output")
+    reject_budget: float = _f(0.002, "the saved 'not a digit' threshold rejects at most this "
+                                     "share of validation digits (locmnist.calibration)")
     # --- training ---------------------------------------------------------
     epochs: int = _f(8, "passes over the training digits")
     batch_size: int = _f(128, "batch size per replica")
@@ -99,6 +103,8 @@ class Config:
                 and 0 <= self.wide_pens <= 1 and 0 <= self.styles_fraction <= 1):
             raise ValueError("need 0 <= aspect_jitter < 1, elastic >= 0, and wide_pens, "
                              "styles_fraction in [0, 1]")
+        if not 0.0 <= self.negative_fraction < 1.0:
+            raise ValueError("negative_fraction must be in [0, 1)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
 
@@ -112,7 +118,8 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         known = {f.name for f in dataclasses.fields(cls)}
-        d = {"crop_size": 0, **d}  # configs saved before the closer look existed had none
+        # Configs saved before the closer look or the digit output existed had neither.
+        d = {"crop_size": 0, "negative_fraction": 0.0, **d}
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def save(self, path: str | Path) -> None:
@@ -123,6 +130,11 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> "Config":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @property
+    def digit_head(self) -> bool:
+        """Whether the model has the ``digit`` output (is there a digit at all)."""
+        return self.arch == "default" and self.negative_fraction > 0
 
     def replace(self, **overrides) -> "Config":
         overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -147,7 +159,8 @@ def preset(name: str, **overrides) -> Config:
         # The reference notebook: its CNN, Adam's constant 1e-3, batch 512, CE + MSE, 45 epochs.
         cfg = Config(preset="seed", data="seed", arch="seed", epochs=45, batch_size=512,
                      learning_rate=1e-3, lr_schedule="constant", warmup_epochs=0.0,
-                     box_loss="mse", dropout=0.0, train_digits=0, val_digits=0)
+                     box_loss="mse", dropout=0.0, train_digits=0, val_digits=0,
+                     negative_fraction=0.0)
     else:
         raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
     return cfg.replace(**overrides)

@@ -48,6 +48,7 @@ def run(args) -> int:
     source = Path(args.model or default_model_path())
     model, config = load_model_file(source)
     path = export_model(model, args.format, args.out, config=config)
+    copy_calibration(source, path)
     result = {"format": args.format, "model": str(source), "out": str(path)}
     if args.check:
         from locmnist.synthesis import test_split
@@ -87,14 +88,18 @@ def serving_function(model):
     """A tf.function with the fixed serving signature, mapping outputs to our names."""
     import tensorflow as tf
 
-    from locmnist.model_files import output_roles
+    from locmnist.model_files import digit_key, output_roles
 
     cls_key, box_key = output_roles(model)
+    digit = digit_key(model)
 
     @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name="image")])
     def serve(image):
         out = model(image, training=False)
-        return {"classification": out[cls_key], "bounding_box": out[box_key]}
+        named = {"classification": out[cls_key], "bounding_box": out[box_key]}
+        if digit is not None:  # "is there a digit at all" (locmnist.model)
+            named["digit"] = out[digit]
+        return named
 
     return serve
 
@@ -161,10 +166,25 @@ def export_keras(model, out_file: Path, config=None) -> Path:
     return out_file
 
 
+def copy_calibration(source, exported: Path) -> None:
+    """The model's calibration (temperature, "not a digit" threshold) beside a .keras or
+    .tflite export, so its predictor answers exactly as the source model's does."""
+    import shutil
+
+    from locmnist.calibration import sidecar_path
+    from locmnist.files import atomic_write
+    from locmnist.runs import sidecar
+
+    calibration = sidecar_path(source)
+    if exported.suffix in (".keras", ".tflite") and calibration.is_file():
+        atomic_write(sidecar(exported, "calibration"),
+                     lambda tmp: shutil.copyfile(calibration, tmp))
+
+
 # --- reading back ---------------------------------------------------------------
 
 def load_export(path, fmt: str):
-    """A callable ``f(x (N,75,75,1) float32) -> (probs, boxes)`` for an export."""
+    """A callable ``f(x (N,75,75,1) float32) -> (probs, boxes, digit scores or None)``."""
     path = Path(path)
     if fmt == "savedmodel":
         import tensorflow as tf
@@ -173,31 +193,36 @@ def load_export(path, fmt: str):
 
         def run_savedmodel(x):
             out = serve(image=tf.constant(x, tf.float32))
-            return out["classification"].numpy(), out["bounding_box"].numpy()
+            digit = out["digit"].numpy().reshape(-1) if "digit" in out else None
+            return out["classification"].numpy(), out["bounding_box"].numpy(), digit
 
         return run_savedmodel
     if fmt == "tflite":
         from locmnist.tflite_runtime import TFLitePredictor
 
-        return TFLitePredictor.load(path).predict_canvas
+        return TFLitePredictor.load(path).raw_outputs
     if fmt == "keras":
         from locmnist.inference import Predictor
 
-        return Predictor.load(path).predict_canvas
+        return Predictor.load(path).raw_outputs
     raise ValueError(f"unknown export format {fmt!r}")
 
 
 def max_difference(model, path, fmt: str, canvases: np.ndarray) -> float:
     """Largest absolute difference between the export's and the Keras model's outputs."""
-    from locmnist.model_files import output_roles
+    from locmnist.model_files import digit_key, output_roles
 
     cls_key, box_key = output_roles(model)
+    digit = digit_key(model)
     run_export = load_export(path, fmt)
     worst = 0.0
     for i in range(0, len(canvases), 100):
         x = canvases[i:i + 100]
         ref = model(x, training=False)
-        probs, boxes = run_export(x)
+        probs, boxes, scores = run_export(x)
         worst = max(worst, float(np.abs(probs - np.asarray(ref[cls_key])).max()),
                     float(np.abs(boxes - np.asarray(ref[box_key])).max()))
+        if digit is not None:  # an export that lost the digit output is no match
+            worst = max(worst, np.inf if scores is None else
+                        float(np.abs(scores - np.asarray(ref[digit]).reshape(-1)).max()))
     return worst

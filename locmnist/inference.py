@@ -19,13 +19,17 @@ from locmnist.results import Prediction, predict_image
 class Predictor:
     """A loaded model plus its config; ``predict`` is thread-safe."""
 
-    def __init__(self, model, config=None, source: str = "<in memory>"):
+    def __init__(self, model, config=None, source: str = "<in memory>", calibration=None):
         import tensorflow as tf
 
-        from locmnist.model_files import output_roles
+        from locmnist.calibration import Calibration
+        from locmnist.model_files import digit_key, output_roles
 
         self.model, self.config, self.source = model, config, source
         cls_key, box_key = output_roles(model)
+        self._digit_key = digit_key(model)
+        # How confidences are scaled and when the answer is "not a digit".
+        self.calibration = calibration or Calibration.fallback(self._digit_key is not None)
 
         # One graph for every batch size: calls never retrace, so concurrent callers
         # only ever run the same finished graph (TF executes it thread-safely).
@@ -45,29 +49,41 @@ class Predictor:
         Raises ``locmnist.model_files.InvalidModel`` with a clear message otherwise.
         """
         from locmnist.model_files import load_model_file
-        from locmnist.runs import default_model_path
+        from locmnist.runs import default_model_path, model_file
 
         path = Path(path or default_model_path())
         if path.suffix.lower() == ".tflite":  # an export: same API, TFLite runtime
             from locmnist.tflite_runtime import TFLitePredictor
 
             return TFLitePredictor.load(path)
-        model, config = load_model_file(path)
-        return cls(model, config, str(path))
+        from locmnist.calibration import load_for
+        from locmnist.model_files import digit_key
 
-    def predict_canvas(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw model outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs, boxes)."""
+        model, config = load_model_file(path)
+        calibration = load_for(model_file(path), digit_key(model) is not None)
+        return cls(model, config, str(path), calibration)
+
+    def raw_outputs(self, canvases: np.ndarray):
+        """Raw model outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs (N, 10),
+        boxes (N, 4), digit scores (N,) or None for a model without the ``digit`` output)."""
         x = np.asarray(canvases, dtype=np.float32).reshape(-1, *INPUT_SHAPE)
         out = self._forward(x)  # a dict (named outputs) or a list, as the model returns
         probs, boxes = out[self._keys[0]], out[self._keys[1]]
-        return probs.numpy(), boxes.numpy()
+        digit = None if self._digit_key is None else out[self._digit_key].numpy().reshape(-1)
+        return probs.numpy(), boxes.numpy(), digit
+
+    def predict_canvas(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw model outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs, boxes)."""
+        probs, boxes, _ = self.raw_outputs(canvases)
+        return probs, boxes
 
     def predict(self, image) -> Prediction:
-        """Predict the digit and its box in ``image`` (path, bytes, file, PIL or numpy).
+        """Predict the digit and its box in ``image`` (path, bytes, file, PIL or numpy),
+        or answer "not a digit" (``label`` None; see ``locmnist.calibration``).
 
         Raises ``InvalidImage`` (a ValueError) with a message fit for users.
         """
-        return predict_image(self.predict_canvas, image)
+        return predict_image(self.raw_outputs, image, self.calibration)
 
 
 __all__ = ["Predictor", "Prediction", "InvalidImage"]

@@ -3,9 +3,12 @@
 Inputs are (N, 75, 75, 1) canvases in 0..1. Outputs, by name:
 
 * ``classification``: softmax over the 10 digits, (N, 10);
-* ``bounding_box``: the normalized box (xmin, ymin, xmax, ymax), (N, 4).
+* ``bounding_box``: the normalized box (xmin, ymin, xmax, ymax), (N, 4);
+* ``digit`` (when ``cfg.digit_head``): sigmoid, is there a digit at all, (N, 1).
+  Trained on canvases from ``locmnist.negatives``; the other two losses are
+  masked on those (sample weight 0), so digits train exactly as before.
 
-Losses, metrics and training targets are dicts keyed by those two names.
+Losses, metrics and training targets are dicts keyed by those names.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from keras import layers, ops
 from locmnist.config import Config
 
 OUTPUT_NAMES = ("classification", "bounding_box")
+DIGIT = "digit"  # the optional third output
 # Keras' default 0.99 lags behind fast-moving weights in short runs (the 60 s quick
 # preset, the app's Train page): validation then looks far worse than training.
 BN_MOMENTUM = 0.9
@@ -141,7 +145,12 @@ def _build_default(cfg: Config) -> keras.Model:
         features = layers.Concatenate(name="with_closer_look")(
             [features, _closer_look(inputs, box, cfg)])
     cls = layers.Dense(10, activation="softmax", name="classification")(features)
-    return keras.Model(inputs, {"classification": cls, "bounding_box": box}, name="locmnist_cnn")
+    outputs = {"classification": cls, "bounding_box": box}
+    if cfg.digit_head:
+        # Reads the same features as the classifier: the closer look sees whether the
+        # thing in the box has a digit's strokes, the backbone sees the whole canvas.
+        outputs[DIGIT] = layers.Dense(1, activation="sigmoid", name=DIGIT)(features)
+    return keras.Model(inputs, outputs, name="locmnist_cnn")
 
 
 def _closer_look(inputs, box, cfg: Config):
@@ -202,11 +211,14 @@ def giou_l1_loss(y_true, y_pred):
 
 def compile_model(model: keras.Model, cfg: Config, learning_rate) -> keras.Model:
     box_loss = giou_l1_loss if cfg.box_loss == "giou_l1" else "mse"
+    loss = {"classification": "categorical_crossentropy", "bounding_box": box_loss}
+    weights = {"classification": 1.0, "bounding_box": cfg.box_loss_weight}
+    metrics = {"classification": ["accuracy"], "bounding_box": ["mse", iou]}
+    if DIGIT in model.output:
+        loss[DIGIT], weights[DIGIT], metrics[DIGIT] = "binary_crossentropy", 1.0, ["accuracy"]
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss={"classification": "categorical_crossentropy", "bounding_box": box_loss},
-        loss_weights={"classification": 1.0, "bounding_box": cfg.box_loss_weight},
-        metrics={"classification": ["accuracy"], "bounding_box": ["mse", iou]},
+        loss=loss, loss_weights=weights, metrics=metrics,
         jit_compile=cfg.jit_compile,
         steps_per_execution=cfg.steps_per_execution,
     )

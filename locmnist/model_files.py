@@ -11,7 +11,7 @@
   limit first, so whatever the static checks missed cannot grow the server;
 * size limits on the file and, for ``.keras`` (a zip), on what it unpacks to;
 * the input must be (75, 75, 1); there must be a softmax(10) and a box(4) output,
-  named or in the reference's list order;
+  named or in the reference's list order, and optionally a ``digit`` (1) output;
 * the config saved beside a model (its sidecar, see ``locmnist.runs``) is returned with it.
 """
 from __future__ import annotations
@@ -29,6 +29,9 @@ from locmnist.runs import model_file, sidecar
 
 MAX_MODEL_BYTES = 50 * 1024 * 1024
 MAX_UNPACKED_BYTES = 4 * MAX_MODEL_BYTES   # a zip bomb posing as .keras stops here
+
+DIGIT_OUTPUT = "digit"   # the optional third output (see locmnist.model)
+
 
 class InvalidModel(ValueError):
     """The file is not a usable locmnist model; the message says why."""
@@ -198,10 +201,20 @@ def output_roles(model) -> tuple:
     ranks = {len(s) for s in shapes}
     cls = [k for k in keys if sizes[k] == 10]
     box = [k for k in keys if sizes[k] == 4]
-    if len(keys) != 2 or len(cls) != 1 or len(box) != 1 or ranks != {2}:
-        raise InvalidModel(f"expected two outputs, class probabilities (10) and a box (4); "
+    extra = [k for k in keys if k == DIGIT_OUTPUT and sizes[k] == 1]  # "is it a digit"
+    if len(keys) - len(extra) != 2 or len(cls) != 1 or len(box) != 1 or ranks != {2}:
+        raise InvalidModel(f"expected two outputs, class probabilities (10) and a box (4) "
+                           f"(and optionally '{DIGIT_OUTPUT}' (1)); "
                            f"the model has outputs of shapes {shapes} {names}")
     return cls[0], box[0]
+
+
+def digit_key(model) -> str | None:
+    """The key of the ``digit`` output (is there a digit at all), or None without one."""
+    out = model.output
+    if isinstance(out, dict) and DIGIT_OUTPUT in out and tuple(out[DIGIT_OUTPUT].shape)[-1] == 1:
+        return DIGIT_OUTPUT
+    return None
 
 
 def check_model(model, name: str = "model") -> None:

@@ -3,7 +3,8 @@
 Both predictors (``locmnist.inference.Predictor`` on Keras, and
 ``locmnist.tflite_runtime.TFLitePredictor``) differ only in how they run a batch
 of canvases; ``predict_image`` does the rest for both: preprocessing, the
-"no digit" answer, NaN guarding, and boxes mapped back to the input's pixels.
+"no digit" answer, NaN guarding, calibrated confidences and the "not a digit"
+answer (``locmnist.calibration``), and boxes mapped back to the input's pixels.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import numpy as np
 
 from locmnist.preprocess import Prepared, prepare
 
-# (N, 75, 75[, 1]) float32 canvases -> ((N, 10) probabilities, (N, 4) normalized boxes)
-CanvasRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# (N, 75, 75[, 1]) float32 canvases -> ((N, 10) probabilities, (N, 4) normalized boxes,
+# (N,) "is there a digit" scores or None for a model without that output)
+CanvasRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, "np.ndarray | None"]]
+NOT_A_DIGIT = "not a digit"
 
 
 @dataclass(frozen=True)
@@ -30,13 +33,23 @@ class Prediction:
     model_input: np.ndarray = field(repr=False)               # (75, 75) float32, ink = 1
     image_size: tuple[int, int] = (0, 0)                      # input (width, height)
     message: str = ""                  # why there is no digit, for display
+    digit_score: float | None = None   # the model's "is there a digit" output, if it has one
+
+    @property
+    def rejected(self) -> bool:
+        """The model looked and answered "not a digit"; the digit probabilities are kept
+        (calibrated), and ``confidence`` is the best digit's, for display."""
+        return self.label is None and self.message == NOT_A_DIGIT
 
     def to_dict(self) -> dict:
         """JSON-ready fields (the CLI's ``predict --json`` schema, minus ``file``)."""
         r = lambda t: None if t is None else [round(float(v), 4) for v in t]
-        return {"label": self.label, "confidence": round(self.confidence, 6),
-                "probabilities": [round(p, 6) for p in self.probabilities],
-                "box": r(self.box), "box_normalized": r(self.box_normalized)}
+        out = {"label": self.label, "confidence": round(self.confidence, 6),
+               "probabilities": [round(p, 6) for p in self.probabilities],
+               "box": r(self.box), "box_normalized": r(self.box_normalized)}
+        if self.label is None:
+            out["message"] = self.message
+        return out
 
 
 def no_digit(prep: Prepared, message: str) -> Prediction:
@@ -44,21 +57,30 @@ def no_digit(prep: Prepared, message: str) -> Prediction:
                       prep.image_size, message)
 
 
-def to_prediction(prep: Prepared, probs: np.ndarray, model_box: np.ndarray) -> Prediction:
-    """One canvas's raw outputs, probs (10,) and model_box (4,), as a Prediction."""
-    if not (np.isfinite(probs).all() and np.isfinite(model_box).all()):
+def to_prediction(prep: Prepared, probs: np.ndarray, model_box: np.ndarray,
+                  digit: float | None, calibration) -> Prediction:
+    """One canvas's raw outputs, probs (10,), model_box (4,) and the digit score (or None),
+    as a Prediction: probabilities temperature-scaled, "not a digit" below the threshold."""
+    if not (np.isfinite(probs).all() and np.isfinite(model_box).all()
+            and (digit is None or np.isfinite(digit))):
         # A broken user model (NaN weights): report it, never emit NaN as a guess.
         return no_digit(prep, "the model gave no valid output (NaN)")
+    probs = calibration.probabilities(probs[None])[0]
+    score = None if digit is None else float(digit)
+    label = int(np.argmax(probs))
+    if not calibration.accept(probs[None], None if score is None else np.array([score]))[0]:
+        # The best digit's calibrated confidence stays, for display; there is no box.
+        return Prediction(None, float(probs[label]), tuple(float(p) for p in probs), None, None,
+                          None, prep.model_input, prep.image_size, NOT_A_DIGIT, score)
     model_box = tuple(float(v) for v in np.clip(model_box, 0.0, 1.0))
     box = prep.to_input_pixels(model_box)
     w, h = prep.image_size
-    label = int(np.argmax(probs))
     return Prediction(label, float(probs[label]), tuple(float(p) for p in probs), box,
                       (box[0] / w, box[1] / h, box[2] / w, box[3] / h), model_box,
-                      prep.model_input, prep.image_size, "")
+                      prep.model_input, prep.image_size, "", score)
 
 
-def predict_image(run_canvases: CanvasRunner, image) -> Prediction:
+def predict_image(run_canvases: CanvasRunner, image, calibration) -> Prediction:
     """Preprocess ``image``, run the model on it unless it is blank, map the result back.
 
     Raises ``locmnist.preprocess.InvalidImage`` (a ValueError) with a message fit for users.
@@ -66,5 +88,6 @@ def predict_image(run_canvases: CanvasRunner, image) -> Prediction:
     prep = prepare(image)
     if prep.blank_reason:
         return no_digit(prep, prep.blank_reason)
-    probs, boxes = run_canvases(prep.model_input)
-    return to_prediction(prep, probs[0], boxes[0])
+    probs, boxes, digit = run_canvases(prep.model_input)
+    return to_prediction(prep, probs[0], boxes[0], None if digit is None else digit[0],
+                         calibration)

@@ -8,13 +8,14 @@ A run directory (one training) holds, each written atomically by ``locmnist.trai
 * ``history.json``  per-epoch training and validation metrics plus ``elapsed_s``;
 * ``model.keras``   the best model so far (lowest validation loss);
 * ``metrics.json``  the final evaluation on the published test split;
+* ``calibration.json``  temperature and "not a digit" threshold (``locmnist.calibration``);
 * ``CANCEL``        created by whoever wants the trainer to stop;
 * ``job.json``, ``train.log``  the app's launch record and the trainer's output
                     (``locmnist.jobs``).
 
 A model elsewhere (the shipped ``models/default.keras``) keeps the same JSON files
 beside it as *sidecars*: ``default.config.json``, ``default.history.json``,
-``default.metrics.json``. ``sidecar()`` names both kinds.
+``default.metrics.json``, ``default.calibration.json``. ``sidecar()`` names both kinds.
 
 The runs root is the repo's ``runs/`` or ``$LOCMNIST_RUNS``, for the CLI and the
 app alike. Reading a run never raises: a run still being written reads as far as
@@ -47,6 +48,7 @@ STATUS = "status.json"
 HISTORY = "history.json"
 MODEL = "model.keras"
 METRICS = "metrics.json"
+CALIBRATION = "calibration.json"  # temperature and "not a digit" threshold (locmnist.calibration)
 CANCEL = "CANCEL"
 JOB = "job.json"
 LOG = "train.log"

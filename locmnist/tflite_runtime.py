@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from locmnist.calibration import Calibration, load_for
 from locmnist.config import INPUT_SHAPE
 from locmnist.model_files import InvalidModel
 from locmnist.results import Prediction, predict_image
@@ -40,9 +41,11 @@ class TFLitePredictor:
                 raise InvalidModel(f"{Path(source).name} is not a usable TFLite model: "
                                    f"{str(e).splitlines()[0][:200]}") from None
         outputs = set(interpreter.get_signature_list()[SIGNATURE]["outputs"])
-        if outputs != {"classification", "bounding_box"}:
+        if outputs - {"digit"} != {"classification", "bounding_box"}:
             raise InvalidModel(f"{Path(source).name}: expected outputs classification and "
                                f"bounding_box, found {sorted(outputs)}")
+        self._has_digit = "digit" in outputs
+        self.calibration = Calibration.fallback(self._has_digit)
         self._interpreter, self._runner = interpreter, runner
         self._lock = threading.Lock()
         self.predict_canvas(np.zeros((1, *INPUT_SHAPE), np.float32))  # allocate now
@@ -54,15 +57,23 @@ class TFLitePredictor:
             raise InvalidModel(f"no model file at {p}")
         if p.stat().st_size > MAX_TFLITE_BYTES:
             raise InvalidModel(f"{p.name} is larger than {MAX_TFLITE_BYTES // 2**20} MB")
-        return cls(p.read_bytes(), str(p))
+        lite = cls(p.read_bytes(), str(p))
+        lite.calibration = load_for(p, lite._has_digit)  # x.calibration.json beside it, if any
+        return lite
 
-    def predict_canvas(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs, boxes)."""
+    def raw_outputs(self, canvases: np.ndarray):
+        """Raw outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs, boxes, digit or None)."""
         x = np.ascontiguousarray(canvases, dtype=np.float32).reshape(-1, *INPUT_SHAPE)
         with self._lock:  # the runner resizes its input only when the batch size changes
             out = self._runner(image=x)
-            return np.array(out["classification"]), np.array(out["bounding_box"])
+            digit = np.array(out["digit"]).reshape(-1) if self._has_digit else None
+            return np.array(out["classification"]), np.array(out["bounding_box"]), digit
+
+    def predict_canvas(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs, boxes)."""
+        probs, boxes, _ = self.raw_outputs(canvases)
+        return probs, boxes
 
     def predict(self, image) -> Prediction:
         """Predict the digit and its box in ``image``, exactly as ``Predictor.predict`` does."""
-        return predict_image(self.predict_canvas, image)
+        return predict_image(self.raw_outputs, image, self.calibration)

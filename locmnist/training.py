@@ -1,7 +1,9 @@
 """Training: ``train(cfg, out_dir, callbacks=...) -> TrainResult``.
 
 A run directory gets its files (``locmnist.runs`` names them: config, status,
-history, the best model, test metrics), each written atomically (temp file + rename).
+history, the best model, test metrics, and the calibration: temperature and "not a
+digit" threshold fitted on the validation data, see ``locmnist.calibration``), each
+written atomically (temp file + rename).
 
 ``train`` neither prints nor plots: progress reaches callers through Keras
 callbacks or the ``progress`` hook. Cancel with ``cancel`` (a threading.Event),
@@ -28,10 +30,12 @@ from locmnist.distribute import fit, needs_own_loop, shard
 from locmnist import runs
 from locmnist.files import atomic_write, atomic_write_json
 from locmnist.model import build_model, compile_model
-from locmnist.model_files import load_model_file
+from locmnist.model_files import digit_key, load_model_file
 from locmnist.synthesis import synthesize, synthesize_numpy
 
 VAL_SEED = 777          # validation canvases are fixed for a run, unlike training ones
+NEGATIVE_STREAM = 1     # second seed word of the training negatives: (seed, 1, batch)
+NEGATIVE_BOX = (0.4, 0.4, 0.6, 0.6)  # a placeholder target; its loss weight is 0
 
 
 @dataclass
@@ -95,26 +99,110 @@ def add_style_variants(images: np.ndarray, labels: np.ndarray, cfg: Config):
     return np.concatenate([images, sx]), np.concatenate([labels, sy.astype(labels.dtype)])
 
 
+def negatives_per_batch(cfg: Config) -> int:
+    """How many canvases of each training batch hold no digit (0 without the digit output).
+
+    As many again are ``styled_digits`` (digits drawn and typed like the negatives),
+    so that rendering style never tells a digit from a non-digit.
+    """
+    if not cfg.digit_head:
+        return 0
+    return min(cfg.batch_size // 3, max(1, round(cfg.negative_fraction * cfg.batch_size)))
+
+
+def with_negatives(canvas, targets: dict, negative) -> tuple:
+    """Append no-digit canvases (K, 75, 75) to a digit batch: (x, y, sample weights).
+
+    The ``digit`` target is 1 for digits and 0 for negatives; on negatives the class
+    and box losses get weight 0 (there is no class or box to learn).
+    """
+    d, k = tf.shape(canvas)[0], tf.shape(negative)[0]
+    ones = lambda n: tf.ones([n], tf.float32)
+    zeros = lambda n: tf.zeros([n], tf.float32)
+    x = tf.concat([canvas, tf.cast(negative, canvas.dtype)[..., None]], axis=0)
+    y = {"classification": tf.concat([targets["classification"], tf.zeros([k, 10])], axis=0),
+         "bounding_box": tf.concat([tf.cast(targets["bounding_box"], tf.float32),
+                                    tf.tile(tf.constant([NEGATIVE_BOX]), [k, 1])], axis=0),
+         "digit": tf.concat([ones(d), zeros(k)], axis=0)[:, None]}
+    mask = tf.concat([ones(d), zeros(k)], axis=0)
+    return x, y, {"classification": mask, "bounding_box": mask, "digit": ones(d + k)}
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, cfg: Config) -> tf.data.Dataset:
     """Infinite dataset of ({'image'}, {'classification', 'bounding_box'}) batches.
 
     Digits are reshuffled every epoch and every batch gets fresh random placement
     (its seed is the batch counter), synthesized in parallel and prefetched, so no
-    epoch of float canvases is ever held in memory.
+    epoch of float canvases is ever held in memory. With the digit output, each batch
+    ends with ``negatives_per_batch(cfg)`` styled digits (drawn and typed, with labels
+    and boxes) and as many no-digit canvases (``locmnist.negatives``, seeded by the
+    batch counter too), and batches carry sample weights (see ``with_negatives``).
     """
     n = len(images)
     images = tf.constant(images)                                   # (N, 28, 28) uint8
     onehot = tf.one_hot(tf.constant(labels.astype(np.int32)), 10)  # (N, 10)
+    k = negatives_per_batch(cfg)
+    size = cfg.canvas_size
+
+    def make_extra(batch_index):
+        """(styled digits (k, h, w), their labels (k,), boxes (k, 4), negatives (k, h, w))."""
+        from locmnist.negatives import negatives, styled_digits
+
+        seed = (cfg.seed, NEGATIVE_STREAM, int(batch_index))
+        digits, labels, boxes = styled_digits(k, seed, size=(size, size))
+        return digits, labels, boxes, negatives(k, seed, size=(size, size))
 
     def make_batch(batch_index, idx):
         canvas, box = synthesize(tf.gather(images, idx),
                                  tf.stack([tf.constant(cfg.seed, tf.int64), batch_index]), cfg)
-        return canvas, {"classification": tf.gather(onehot, idx), "bounding_box": box}
+        targets = {"classification": tf.gather(onehot, idx), "bounding_box": box}
+        if not k:
+            return canvas, targets
+        styled, styled_y, styled_box, negative = tf.numpy_function(
+            make_extra, [batch_index], [tf.float32, tf.int64, tf.float32, tf.float32],
+            stateful=False)
+        styled.set_shape([k, size, size])
+        negative.set_shape([k, size, size])
+        canvas = tf.concat([canvas, styled[..., None]], axis=0)
+        targets = {"classification": tf.concat([targets["classification"],
+                                                tf.one_hot(styled_y, 10)], axis=0),
+                   "bounding_box": tf.concat([tf.cast(box, tf.float32),
+                                              tf.reshape(styled_box, [k, 4])], axis=0)}
+        return with_negatives(canvas, targets, negative)
 
     ds = tf.data.Dataset.range(n).shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().batch(cfg.batch_size, drop_remainder=True).enumerate()
+    ds = ds.repeat().batch(cfg.batch_size - 2 * k, drop_remainder=True).enumerate()
     ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def validation_data(vx: np.ndarray, vy: np.ndarray, cfg: Config):
+    """Fixed validation canvases: (x, y) or, with the digit output, (x, y, sample weights)
+    with validation negatives (seed VAL_SEED, training fonts) appended at the batch's ratio."""
+    canvas, box = synthesize_numpy(vx, cfg, seed=VAL_SEED)                 # (V, 75, 75, 1)
+    targets = {"classification": keras.utils.to_categorical(vy, 10), "bounding_box": box}
+    if not cfg.digit_head:
+        return canvas, targets
+    from locmnist.negatives import negatives
+
+    k = round(len(vx) * cfg.negative_fraction / (1 - cfg.negative_fraction))
+    neg = negatives(k, (VAL_SEED, NEGATIVE_STREAM), size=(cfg.canvas_size, cfg.canvas_size))
+    x, y, w = with_negatives(tf.constant(canvas), targets, tf.constant(neg))
+    as_np = lambda d: {key: v.numpy() for key, v in d.items()}
+    return x.numpy(), as_np(y), as_np(w)
+
+
+def fit_calibration(model, val_data, vy: np.ndarray, cfg: Config):
+    """Temperature and "not a digit" threshold from the validation data (see calibration)."""
+    from locmnist import calibration
+    from locmnist.evaluation import model_outputs
+
+    x = val_data[0]
+    probs, _, digit = model_outputs(model, x)
+    n = len(vy)
+    neg_digit = None if digit is None else digit[n:]
+    return calibration.fit(probs[:n], np.asarray(vy, np.int64), None if digit is None else digit[:n],
+                           probs[n:], neg_digit, budget=cfg.reject_budget)
 
 
 def lr_schedule(cfg: Config, steps_per_epoch: int):
@@ -268,12 +356,6 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluat
     steps = max(1, len(tx) // global_batch)
     if len(tx) < global_batch:
         raise ValueError(f"{len(tx)} training digits is fewer than one batch of {global_batch}")
-    val_data = None
-    if len(vx):
-        val_canvas, val_box = synthesize_numpy(vx, cfg, seed=VAL_SEED)  # (V, 75, 75, 1)
-        val_data = (val_canvas, {"classification": keras.utils.to_categorical(vy, 10),
-                                 "bounding_box": val_box})
-
     with strategy.scope():  # variables must be created where the strategy places them
         model = load_model_file(start_from)[0] if start_from else build_model(cfg)
         if start_from:
@@ -283,6 +365,9 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluat
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False
         model = compile_model(model, cfg, lr_schedule(cfg, steps))
+    if start_from and cfg.digit_head and digit_key(model) is None:
+        cfg = cfg.replace(negative_fraction=0.0)  # a model without the digit output: no negatives
+    val_data = validation_data(vx, vy, cfg) if len(vx) else None
     recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress, keep)
     try:
         dataset = shard(make_dataset(tx, ty, cfg.replace(batch_size=global_batch)))
@@ -308,12 +393,16 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluat
         # for inference, so re-save it without them: 3.5 MB instead of 10.5 MB.
         best = keras.models.load_model(model_path, compile=False)
         atomic_write(model_path, best.save, suffix=".keras")
+        if val_data is not None:
+            fit_calibration(best, val_data, vy, cfg).save(run_dir / runs.CALIBRATION)
     if model_path.exists() and evaluate_test and not recorder.cancelled:
         from locmnist.evaluation import evaluate_model
+        from locmnist.inference import Predictor
 
         recorder.write_status("evaluating", steps)
         metrics = (evaluate(best) if evaluate
-                   else evaluate_model(best, data=cfg.data, mnist_path=mnist_path))
+                   else evaluate_model(Predictor.load(run_dir), data=cfg.data,
+                                       mnist_path=mnist_path))
         metrics["train_seconds"] = recorder.history.get("elapsed_s", [0])[-1]
         atomic_write_json(run_dir / runs.METRICS, metrics)
     recorder.write_status(status, steps, has_model=model_path.exists())

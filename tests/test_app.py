@@ -184,6 +184,37 @@ def test_evaluate_a_sample_of_the_test_split():
     assert float(metrics["Accuracy"].rstrip("%")) > 80
     assert float(metrics["Mean IoU"]) > 0.5
     assert len(at.get("image")) == 12  # the worst-predictions gallery
+    # "Not a digit" on the negative test split, and the calibration plots.
+    for label in ("Negatives rejected", "Digits wrongly rejected", "Accuracy on accepted",
+                  "ECE (15 bins)"):
+        assert metrics[label].endswith("%"), label
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert "Reliability: accuracy against confidence" in titles
+    assert "Rejection trade-off" in titles
+
+
+def test_not_a_digit_is_shown_with_the_probabilities_greyed(tmp_path, monkeypatch):
+    """A model whose saved threshold no input reaches: the page says "Not a digit"."""
+    from locmnist.calibration import Calibration, sidecar_path
+    from locmnist.model import build_model
+    from tests.conftest import tiny_config
+
+    path = tmp_path / "picky.keras"
+    build_model(tiny_config()).save(path)
+    Calibration(rule="digit", threshold=1.5, fitted=True).save(sidecar_path(path))
+    monkeypatch.setenv("LOCMNIST_MODEL", str(path))
+    at = page("predict").run()
+    png, _ = mnist_test_png(0)
+    at.file_uploader(key="predict_upload").set_value([("digit.png", png, "image/png")]).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert [m.value for m in at.metric if m.label == "Predicted digit"] == ["—", "Not a digit"]
+    assert "Best digit guess" in metrics
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    bars = [c for c in charts if c["layout"]["title"]["text"].startswith("Probabilities")]
+    assert len(bars) == 1 and bars[0]["layout"]["title"]["text"] == "Probabilities (no digit chosen)"
+    assert set(bars[0]["data"][0]["marker"]["color"]) == {"#C8C8C8"}   # greyed
+    assert len(at.get("image")) == 2   # the input, and what the model saw
 
 
 @pytest.mark.slow

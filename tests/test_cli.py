@@ -71,6 +71,27 @@ def test_evaluate_json_keys(tiny_model):
                 "per_class_accuracy"):
         assert key in out
     assert out["n"] == 300 and len(out["per_class_accuracy"]) == 10
+    for key in ("ece", "digits_rejected", "accuracy_accepted", "reject_rate_negatives",
+                "reject_threshold", "temperature", "tradeoff", "reliability"):
+        assert key in out
+    assert out["n_negatives"] == 300 and 0 <= out["reject_rate_negatives"] <= 1
+    assert len(out["reliability"]) == 15 and out["tradeoff"][0]["threshold"] == 0.0
+
+
+def test_predict_json_says_not_a_digit(tiny_model, images, tmp_path):
+    """Saved with a threshold nothing reaches, the same model answers "not a digit"."""
+    import shutil
+
+    from locmnist.calibration import Calibration, sidecar_path
+
+    picky = tmp_path / "picky.keras"
+    shutil.copyfile(tiny_model, picky)
+    Calibration(rule="digit", threshold=1.5, fitted=True).save(sidecar_path(picky))
+    r = run_cli("predict", "--model", str(picky), "--json", str(images / "seven.png"))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["label"] is None and out["message"] == "not a digit" and out["box"] is None
+    assert len(out["probabilities"]) == 10 and out["confidence"] == max(out["probabilities"])
 
 
 def test_bad_model_is_a_clear_error(images):

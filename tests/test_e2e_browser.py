@@ -1,6 +1,6 @@
 """End to end: `streamlit run app.py` on a free port, driven by Debian's Chromium.
 
-Draws a 7 with mouse strokes, trains a tiny model from the Train page while
+Draws a 7 with mouse strokes (and an X, which is not a digit), trains a tiny model from the Train page while
 switching pages, and compares runs on History. Screenshots go to
 $LOCMNIST_SCREENSHOTS (scripts/screenshots.py points it at docs/) or a temp dir.
 Run alone with ``pytest -m e2e``.
@@ -211,6 +211,25 @@ def test_draw_a_seven_and_see_seven_with_its_box(server, browser, page, shots):
     assert value.inner_text().strip() == "7"  # the green box is not read as ink
     settle(page)
     page.screenshot(path=str(shots / "predict-box.png"))
+
+
+def test_draw_an_x_and_see_not_a_digit(server, page, shots):
+    """An "X" is a letter, not a digit: the page says so and still shows the guesses, greyed."""
+    if not model_path().exists():
+        pytest.skip("the shipped model models/default.keras is missing")
+    page.goto(server["url"])
+    canvas = page.locator(".st-key-predict_canvas canvas").last
+    canvas.wait_for()
+    stroke(page, canvas, [(75, 60), (205, 230)])
+    stroke(page, canvas, [(205, 60), (75, 230)])
+    value = metric_value(page, "Predicted digit")
+    value.filter(has_text="Not a digit").wait_for(timeout=90_000)
+    assert value.inner_text().strip() == "Not a digit"
+    assert metric_value(page, "Best digit guess").inner_text().strip() != ""
+    wait_plotly(page, 1)
+    assert page.get_by_text("Probabilities (no digit chosen)").count() >= 1
+    settle(page)
+    page.screenshot(path=str(shots / "not_a_digit.png"))
 
 
 def test_train_while_switching_pages_then_compare_in_history(server, page, shots):

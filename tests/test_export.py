@@ -49,11 +49,12 @@ def test_export_matches_keras_model(fmt, small_model, test_canvases, tmp_path):
     from locmnist.export import export_model, load_export
 
     path = export_model(small_model, fmt, tmp_path / "out")
-    probs, boxes = load_export(path, fmt)(test_canvases)
+    probs, boxes, digit = load_export(path, fmt)(test_canvases)
     ref = small_model(test_canvases, training=False)
     assert probs.shape == (200, 10) and boxes.shape == (200, 4)
     np.testing.assert_allclose(probs, np.asarray(ref["classification"]), atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(boxes, np.asarray(ref["bounding_box"]), atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(digit, np.asarray(ref["digit"]).reshape(-1), atol=TOLERANCE, rtol=0)
     # Outputs must actually vary with the canvas, or parity would prove little.
     assert probs.std(axis=0).max() > 1e-3 and boxes.std(axis=0).min() > 1e-3
 
@@ -80,7 +81,7 @@ def test_savedmodel_has_serving_signature(small_model, tmp_path):
     sig = tf.saved_model.load(str(out)).signatures["serving_default"]
     spec = sig.structured_input_signature[1]["image"]
     assert spec.shape.as_list() == [None, 75, 75, 1] and spec.dtype == tf.float32
-    assert set(sig.structured_outputs) == {"classification", "bounding_box"}
+    assert set(sig.structured_outputs) == {"classification", "bounding_box", "digit"}
     # Exporting again replaces the SavedModel in place, leaving no temp folders.
     export_savedmodel(small_model, out)
     assert sorted(p.name for p in out.parent.iterdir()) == ["1"]
@@ -104,9 +105,13 @@ def test_tflite_predictor_matches_predictor(small_model, tmp_path):
     img[20:70, 25:33] = 255  # a "1", off-centre in a non-square image
     lite = TFLitePredictor.load(export_tflite(small_model, tmp_path / "m.tflite")).predict(img)
     keras_pred = Predictor(small_model).predict(img)
-    assert lite.label == keras_pred.label
+    assert lite.label == keras_pred.label and lite.message == keras_pred.message
     np.testing.assert_allclose(lite.probabilities, keras_pred.probabilities, atol=TOLERANCE)
-    np.testing.assert_allclose(lite.box, keras_pred.box, atol=0.01)  # input pixels
+    assert lite.digit_score == pytest.approx(keras_pred.digit_score, abs=TOLERANCE)
+    if keras_pred.box is None:   # both said "not a digit"
+        assert lite.box is None
+    else:
+        np.testing.assert_allclose(lite.box, keras_pred.box, atol=0.01)  # input pixels
 
 
 def test_tflite_predictor_rejects_garbage(tmp_path):

@@ -17,9 +17,20 @@ def test_seed_preset_is_the_reference_architecture():
 def test_named_outputs(name):
     model = build_model(preset(name))
     out = model(np.zeros((2, 75, 75, 1), np.float32))
-    assert set(out) == {"classification", "bounding_box"}
+    # The reference's architecture keeps its two outputs; ours adds "is there a digit".
+    assert set(out) == ({"classification", "bounding_box"} if name == "seed"
+                        else {"classification", "bounding_box", "digit"})
     assert out["classification"].shape == (2, 10) and out["bounding_box"].shape == (2, 4)
     assert np.allclose(np.sum(out["classification"], axis=1), 1.0, atol=1e-5)
+
+
+def test_no_negatives_no_digit_output_and_old_configs_load_without_one(tmp_path):
+    cfg = preset("quick", widths=(4, 8, 8, 8), dense_units=8, negative_fraction=0.0)
+    assert set(build_model(cfg).output) == {"classification", "bounding_box"}
+    old = {k: v for k, v in preset("quick").to_dict().items() if k != "negative_fraction"}
+    assert Config.from_dict(old).negative_fraction == 0.0   # saved before the digit output
+    with pytest.raises(ValueError, match="negative_fraction"):
+        preset("quick", negative_fraction=1.0)
 
 
 def test_default_model_is_small():
@@ -48,7 +59,7 @@ def test_save_and_load_roundtrip(tmp_path):
     loaded, loaded_cfg = load_model_file(tmp_path)
     x = np.random.default_rng(0).random((3, 75, 75, 1)).astype(np.float32)
     a, b = model(x), loaded(x)
-    for k in ("classification", "bounding_box"):
+    for k in ("classification", "bounding_box", "digit"):
         assert np.allclose(a[k], b[k], atol=1e-6)
     assert loaded_cfg == cfg
     assert build_model(loaded_cfg).count_params() == model.count_params()  # rebuilt from config

@@ -97,3 +97,23 @@ def test_negative_test_split_is_fixed_balanced_and_read_only():
     again = negatives(per_kind, (ng.TEST_SEED, 0), fonts="test", kinds=(KINDS[0],))
     assert np.array_equal(np.rint(again * 255).astype(np.uint8), canvases[:per_kind, ..., 0])
     assert not np.array_equal(negatives(per_kind, (0, 0), kinds=(KINDS[0],)), again)
+
+
+def test_styled_digits_are_labelled_boxed_digits_in_the_negatives_style():
+    from locmnist.boxes import INK_THRESHOLD
+
+    x, labels, boxes = ng.styled_digits(60, (2, 0))
+    assert x.shape == (60, 75, 75) and labels.shape == (60,) and boxes.shape == (60, 4)
+    assert set(labels.tolist()) == set(range(10))
+    for canvas, box in zip(x, boxes):
+        x0, y0, x1, y1 = np.rint(box * 75).astype(int)
+        ink = canvas >= INK_THRESHOLD
+        assert ink[y0:y1, x0:x1].sum() == ink.sum() > 0            # the box holds all the ink
+        assert ink[y0, x0:x1].any() and ink[y1 - 1, x0:x1].any()  # and is tight
+    a, la, _ = ng.styled_digits(8, (2, 1))
+    b, lb, _ = ng.styled_digits(8, (2, 1))
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+
+
+def test_every_digit_has_stroke_templates():
+    assert sorted(ng.DIGIT_STROKES) == list(range(10))

@@ -37,7 +37,8 @@ def test_history_has_every_curve(tiny_run):
 
 def test_run_directory_files(tiny_run):
     out, result, _ = tiny_run
-    for name in (runs.MODEL, runs.CONFIG, runs.HISTORY, runs.METRICS, runs.STATUS):
+    for name in (runs.MODEL, runs.CONFIG, runs.HISTORY, runs.METRICS, runs.STATUS,
+                 runs.CALIBRATION):
         assert (out / name).is_file(), name
     run = runs.run_info(out)
     assert run.state == "completed" and run.has_model and run.config["epochs"] == 3
@@ -46,6 +47,22 @@ def test_run_directory_files(tiny_run):
     assert json.loads((out / runs.HISTORY).read_text()) == result.history
     assert not list(out.glob("*.tmp*"))                     # no temp files left behind
     keras.models.load_model(out / runs.MODEL, compile=False)
+
+
+def test_a_tiny_model_learns_to_reject_what_is_not_a_digit(tiny_run):
+    """Three tiny epochs with 10% negatives: noise and textures are refused, digits are not.
+
+    (Untrained, the same net rejects about 1% of the negative test split.)"""
+    out, result, _ = tiny_run
+    m = result.metrics
+    assert m["reject_rule"] == "digit"
+    assert m["reject_rate_negatives_by_kind"]["noise"] > 0.5
+    assert m["reject_rate_negatives_by_kind"]["texture"] > 0.3
+    assert m["digits_rejected"] < 0.05
+    cal = json.loads((out / runs.CALIBRATION).read_text())
+    assert cal["fitted"] and cal["rule"] == "digit" and 0 < cal["threshold"] <= 0.5
+    assert cal["validation"]["digits"] == 256 and cal["validation"]["negatives"] > 0
+    assert "digit_accuracy" in result.history and "val_digit_accuracy" in result.history
 
 
 def test_progress_hook(tiny_run):
