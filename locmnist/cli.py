@@ -39,16 +39,22 @@ def _quiet_tensorflow() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import dataclasses
+
     from locmnist.config import PRESETS, Config, add_field_arguments
+    from locmnist.detector_config import DETECTOR_PRESETS, DetectorConfig
 
     p = argparse.ArgumentParser(prog="python -m locmnist",
                                 description="Classify and localize MNIST digits.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model into a run directory")
-    t.add_argument("--preset", choices=PRESETS, default="default")
+    t.add_argument("--preset", choices=PRESETS + DETECTOR_PRESETS, default="default",
+                   help="detect, detect-quick: the multi-digit detector (locmnist.detector)")
     # Every settable Config field is a flag overriding the preset (--batch-size, ...).
     add_field_arguments(t.add_argument_group("config fields (override the preset)"), Config)
+    add_field_arguments(t.add_argument_group("detector fields (detect, detect-quick)"),
+                        DetectorConfig, exclude={f.name for f in dataclasses.fields(Config)})
     t.add_argument("--out", help="run directory (default: <runs root>/<time>-<preset>-<id>, "
                                  "the runs root being the repo's runs/ or $LOCMNIST_RUNS)")
     t.add_argument("--extra", help="extra labelled images mixed into training: a folder or "
@@ -61,13 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--ship", action="store_true",
                    help="when training completes, install the run as the shipped default "
                         "model (models/default.keras and its .config/.history/.metrics/"
-                        ".calibration.json)")
+                        ".calibration.json; models/detector.keras for a detector preset)")
     t.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker"],
                    default="default", help="tf.distribute strategy; --batch-size is per replica "
                                            "(see 'Training on more machines' in the README)")
 
     e = sub.add_parser("evaluate", help="evaluate a model on the published test split")
     e.add_argument("--model", help="model file or run directory (default: shipped model)")
+    e.add_argument("--task", choices=["classify", "detect"], default="classify",
+                   help="classify: the single-digit model; detect: the multi-digit detector "
+                        "on the detection test split (COCO mAP, number accuracy, negatives)")
     e.add_argument("--data", choices=["standard", "seed", "styles"], default="standard",
                    help="which split: ours, the reference's, or the styles split "
                         "(MNIST test digits plus styles MNIST lacks, locmnist.styles)")
@@ -81,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="predict digit and box for image files")
     pr.add_argument("--model", help="model file or run directory (default: shipped model)")
+    pr.add_argument("--detector", help="detector file or run directory that reads the whole "
+                                       "number (default: models/detector.keras)")
     pr.add_argument("--json", action="store_true", help="one JSON object per line per input")
     pr.add_argument("images", nargs="+", metavar="IMAGE")
 
@@ -120,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
 # --- train ------------------------------------------------------------------
 
 def cmd_train(args) -> int:
+    from locmnist import detector_cli
+
+    if args.preset in ("detect", "detect-quick"):
+        from locmnist.progress import ProgressBar
+
+        return detector_cli.train(args, None if args.no_progress else ProgressBar())
+    detector_cli.refuse_detector_flags(args)
     from locmnist import runs
     from locmnist.config import Config, field_overrides, preset
     from locmnist.distribute import describe, make_strategy
@@ -200,6 +218,10 @@ REJECT_KEYS = ("ece", "digits_rejected", "accuracy_accepted", "reject_rate_negat
 
 
 def cmd_evaluate(args) -> int:
+    if args.task == "detect":
+        from locmnist import detector_cli
+
+        return detector_cli.evaluate(args)
     from locmnist.evaluation import evaluate_model
     from locmnist.inference import Predictor
 
@@ -250,20 +272,25 @@ def cmd_predict(args) -> int:
     from locmnist.inference import Predictor
     from locmnist.preprocess import InvalidImage
 
+    from locmnist.reader import Reader
+
     predictor = Predictor.load(args.model)
+    reader = Reader.load(args.detector)
     failed = False
     for path in args.images:
         try:
             pred = predictor.predict(Path(path))
-            record = {"file": path, **pred.to_dict()}
+            reading = reader.read(Path(path))
+            record = {"file": path, **pred.to_dict(), **reading.to_dict()}
             if pred.label is None:
                 record["message"] = pred.message
         except (InvalidImage, OSError) as e:
             failed = True
-            record = {"file": path, "error": str(e), "label": None}
+            record = {"file": path, "error": str(e), "label": None, "digits": [], "text": ""}
         except Exception as e:  # anything unexpected fails this file only, not the rest
             failed = True
-            record = {"file": path, "error": f"{type(e).__name__}: {e}", "label": None}
+            record = {"file": path, "error": f"{type(e).__name__}: {e}", "label": None,
+                      "digits": [], "text": ""}
         if args.json:
             print(json.dumps(record), flush=True)
         elif "error" in record:
@@ -272,5 +299,6 @@ def cmd_predict(args) -> int:
             print(f"{path}: {record.get('message', 'no digit')}")
         else:
             b = ", ".join(f"{v:.1f}" for v in record["box"])
-            print(f"{path}: {record['label']} ({record['confidence']:.1%}) box [{b}]")
+            number = f"; number {record['text']!r}" if record["text"] else ""
+            print(f"{path}: {record['label']} ({record['confidence']:.1%}) box [{b}]{number}")
     return 2 if failed else 0

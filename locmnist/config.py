@@ -234,12 +234,15 @@ def _integer(f: dataclasses.Field, v) -> int:
     return v
 
 
-def add_field_arguments(parser: argparse.ArgumentParser, cls, show_defaults: bool = False) -> None:
-    """One ``--flag`` per settable field of ``cls``; unset flags parse as None.
+def add_field_arguments(parser: argparse.ArgumentParser, cls, show_defaults: bool = False,
+                        exclude: set | frozenset = frozenset()) -> None:
+    """One ``--flag`` per settable field of ``cls`` (but ``exclude``); unset flags parse as None.
 
     ``show_defaults`` adds each field's default to its help (not for Config, whose
     defaults depend on the preset)."""
     for f in settable_fields(cls):
+        if f.name in exclude:
+            continue
         def parse(text: str, f=f):
             try:
                 return parse_value(f, text)

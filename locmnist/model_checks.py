@@ -35,7 +35,7 @@ LAYERS = {
     "Dropout", "BatchNormalization", "ReLU", "Activation", "GlobalAveragePooling2D",
     "GlobalMaxPooling2D", "SeparableConv2D", "DepthwiseConv2D", "Add", "Concatenate",
     "Reshape", "ZeroPadding2D", "LeakyReLU", "Rescaling", "SpatialDropout2D",
-    "LayerNormalization",
+    "LayerNormalization", "UpSampling2D",
 }
 MODELS = {"Functional", "Model", "Sequential"}
 HELPERS = {  # class -> the modules Keras writes for it
@@ -71,11 +71,13 @@ class ConfigRefused(ValueError):
     """The config asks for something not allowed; the message says what."""
 
 
-def check_config(config: dict, *, needs_build_shapes: bool) -> int:
+def check_config(config: dict, *, needs_build_shapes: bool, any_size: bool = False) -> int:
     """Raise ConfigRefused unless ``config`` is within the lists and limits; return params.
 
     ``needs_build_shapes``: a ``.keras`` config, whose weighted layers must carry the
-    input shape they are built with.
+    input shape they are built with. ``any_size``: a fully-convolutional model (the
+    detector) whose spatial dimensions are unknown (None); its channels are still
+    checked, and its caller bounds the images it is given (``locmnist.reader``).
     """
     refs, layers = [], []
     _collect({k: v for k, v in config.items() if k != "compile_config"}, refs, layers)
@@ -89,7 +91,7 @@ def check_config(config: dict, *, needs_build_shapes: bool) -> int:
         raise ConfigRefused(f"has {len(layers):,} layers; the limit is {MAX_LAYERS:,}")
     params = 0
     for layer in layers:
-        params += _layer_params(layer, needs_build_shapes)
+        params += _layer_params(layer, needs_build_shapes, any_size)
         if params > MAX_PARAMS:
             raise ConfigRefused(f"has more than {MAX_PARAMS:,} parameters; "
                                 f"that is more than a digit model needs")
@@ -157,10 +159,15 @@ def _ints(value, field: str) -> list[int]:
     return [int(value)]
 
 
-def _shape(value, what: str) -> list[int]:
-    """A build shape like [null, 75, 75, 1], batch dimension dropped."""
+def _shape(value, what: str, any_size: bool = False) -> list[int]:
+    """A build shape like [null, 75, 75, 1], batch dimension dropped.
+
+    ``any_size``: spatial dimensions may be None (only the channels must be known).
+    """
     if not isinstance(value, (list, tuple)) or not value:
         raise ConfigRefused(f"has an unreadable {what}")
+    if any_size and len(value) > 2:
+        value = [None, *(1 if v is None else v for v in value[1:-1]), value[-1]]
     dims = _ints(list(value[1:]), what)
     if len(dims) != len(value) - 1:  # a None inside: unknown size
         raise ConfigRefused(f"has an unknown dimension in its {what}")
@@ -170,7 +177,7 @@ def _shape(value, what: str) -> list[int]:
     return dims
 
 
-def _layer_params(layer: dict, needs_build_shapes: bool) -> int:
+def _layer_params(layer: dict, needs_build_shapes: bool, any_size: bool = False) -> int:
     """Check one layer's size-like fields; its parameter count from its build shape."""
     name, cfg = layer["class_name"], layer["config"]
     for field, limit in FIELD_LIMITS.items():
@@ -184,7 +191,7 @@ def _layer_params(layer: dict, needs_build_shapes: bool) -> int:
         raise ConfigRefused(f"has a ZeroPadding2D wider than {ZERO_PADDING_LIMIT}")
     for key in ("target_shape", "batch_shape", "batch_input_shape"):
         if key in cfg:
-            _shape([None, *cfg[key]] if key == "target_shape" else cfg[key], key)
+            _shape([None, *cfg[key]] if key == "target_shape" else cfg[key], key, any_size)
     if name not in WEIGHTED:
         return 0
     shape = (layer.get("build_config") or {}).get("input_shape")
@@ -193,7 +200,7 @@ def _layer_params(layer: dict, needs_build_shapes: bool) -> int:
         if shape is None or needs_build_shapes:
             raise ConfigRefused(f"has a {name} layer without the input shape it is built "
                                 f"with (a .keras file saved by Keras has one)")
-    dims = _shape(shape, "layer input shape")
+    dims = _shape(shape, "layer input shape", any_size)
     channels = dims[-1] if dims else 1
     units = int(cfg.get("units") or cfg.get("filters") or 0)
     kernel = math.prod(_ints(cfg.get("kernel_size", 1), "kernel_size") or [1])

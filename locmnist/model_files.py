@@ -82,6 +82,41 @@ def load_model_file(path: str | os.PathLike):
     return model, config
 
 
+def load_detector_file(path: str | os.PathLike):
+    """(keras.Model, DetectorConfig or None) for a detector file or run directory.
+
+    The same checks as ``load_model_file`` (allow-listed layers, sizes, safe mode);
+    the model must take (H, W, 1) images of any size and give the detector's outputs.
+    """
+    import keras
+
+    from locmnist.detector import OUTPUT_NAMES, is_detector
+    from locmnist.detector_config import DetectorConfig, is_detector_config
+
+    p = resolve_model_path(path)
+    if p.suffix.lower() != ".keras":
+        raise InvalidModel(f"{p.name}: a detector is a .keras file")
+    check_layers(_keras_zip_model_config(p), p.name, keras_format=True, any_size=True)
+    try:
+        model = keras.models.load_model(p, compile=False, safe_mode=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise InvalidModel(f"{p.name} could not be loaded: {msg}") from None
+    shapes = [tuple(i.shape) for i in model.inputs]
+    if not is_detector(model) or len(shapes) != 1 or shapes[0][-1] != 1:
+        raise InvalidModel(f"{p.name} is not a digit detector: expected one (H, W, 1) input "
+                           f"and outputs {', '.join(OUTPUT_NAMES)}")
+    cfg_path = sidecar(p, "config")
+    config = None
+    if cfg_path.is_file():
+        try:
+            d = json.loads(cfg_path.read_text())
+            config = DetectorConfig.from_dict(d) if is_detector_config(d) else None
+        except Exception:
+            config = None  # a config we cannot read does not block inference
+    return model, config
+
+
 def _h5_model_config(p: Path) -> dict:
     """The JSON model config stored in a legacy HDF5 file's attributes."""
     import h5py
@@ -137,10 +172,11 @@ def _parse_json(raw, name: str) -> dict:
     return config
 
 
-def check_layers(config: dict, name: str = "model", *, keras_format: bool = False) -> None:
+def check_layers(config: dict, name: str = "model", *, keras_format: bool = False,
+                 any_size: bool = False) -> None:
     """Refuse anything outside the allow-lists or limits (see ``locmnist.model_checks``)."""
     try:
-        check_config(config, needs_build_shapes=keras_format)
+        check_config(config, needs_build_shapes=keras_format, any_size=any_size)
     except ConfigRefused as e:
         raise InvalidModel(f"{name} {e}") from None
 

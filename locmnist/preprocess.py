@@ -264,8 +264,10 @@ def _ink_extent(ink: np.ndarray, threshold: float = 0.3):
     return cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
 
 
-def prepare(source) -> Prepared:
-    """Decode and preprocess one image (see module docstring)."""
+def ink_image(source) -> tuple[np.ndarray, float, tuple[int, int], str | None]:
+    """Steps 1 and 2 for any source: (ink (h, w) float32 in 0..1, input px per ink px,
+    input (width, height), why it is blank or None). The multi-digit reader starts here too.
+    """
     if isinstance(source, np.ndarray):
         img = array_to_image(source)
         size = img.size
@@ -274,6 +276,12 @@ def prepare(source) -> Prepared:
     work, factor = _reduce(img)
     factor *= size[0] / img.width  # JPEGs decoded at reduced scale
     ink, reason = ink_map(work)
+    return ink, factor, size, reason
+
+
+def prepare(source) -> Prepared:
+    """Decode and preprocess one image (see module docstring)."""
+    ink, factor, size, reason = ink_image(source)
     h, w = ink.shape
     extent = None if reason else _ink_extent(ink)
     if reason is None and extent is None:

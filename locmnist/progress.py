@@ -20,11 +20,15 @@ class ProgressBar:
         acc = p.logs.get("classification_accuracy")
         iou = p.logs.get("bounding_box_iou")
         stats = "" if acc is None else f" acc {acc:.3f} iou {iou:.3f}"
+        if acc is None and "loss" in p.logs:  # the detector: its loss terms
+            stats = f" loss {p.logs['loss']:.3f}"
         line = (f"epoch {p.epoch}/{p.epochs} [{'#' * filled}{'.' * (width - filled)}] "
                 f"{p.step}/{p.steps} {p.elapsed_s:5.0f}s{eta}{stats}")
         if p.history is not None:
             h = p.history
             val = ""
+            if "val_map50" in h:
+                val = f" | val mAP@0.5 {h['val_map50'][-1]:.4f} mAP {h['val_map'][-1]:.4f}"
             if "val_classification_accuracy" in h:
                 val = (f" | val acc {h['val_classification_accuracy'][-1]:.4f}"
                        f" val iou {h['val_bounding_box_iou'][-1]:.3f}")

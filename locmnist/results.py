@@ -1,4 +1,4 @@
-"""What a predictor returns, and the one mapping from raw model outputs to it.
+"""What the predictors and the reader return, and the one mapping from raw outputs to it.
 
 Both predictors (``locmnist.inference.Predictor`` on Keras, and
 ``locmnist.tflite_runtime.TFLitePredictor``) differ only in how they run a batch
@@ -9,7 +9,7 @@ answer (``locmnist.calibration``), and boxes mapped back to the input's pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -91,3 +91,39 @@ def predict_image(run_canvases: CanvasRunner, image, calibration) -> Prediction:
     probs, boxes, digit = run_canvases(prep.model_input)
     return to_prediction(prep, probs[0], boxes[0], None if digit is None else digit[0],
                          calibration)
+
+
+# --- the multi-digit reader (locmnist.reader) ----------------------------------
+
+def _rounded(t) -> list | None:
+    return None if t is None else [round(float(v), 4) for v in t]
+
+
+class Digit(NamedTuple):
+    """One digit read by the detector; unpacks as (label, confidence, box, box_normalized)."""
+    label: int
+    confidence: float                              # the centre peak's height, 0..1
+    box: tuple[float, float, float, float]         # input image pixels, pixel edges
+    box_normalized: tuple[float, float, float, float]  # box / input (W, H)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "confidence": round(self.confidence, 6),
+                "box": _rounded(self.box), "box_normalized": _rounded(self.box_normalized)}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The digits in one image, left to right (by box centre), and the number they spell."""
+    digits: tuple[Digit, ...]
+    image_size: tuple[int, int] = (0, 0)           # input (width, height)
+    message: str = ""                              # why there is no digit, for display
+    model_input: np.ndarray = field(default=None, repr=False)  # (H, W) what the detector saw
+
+    @property
+    def text(self) -> str:
+        """The digits as a string, e.g. "2026"; "" when none was found."""
+        return "".join(str(d.label) for d in self.digits)
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (``predict --json`` adds them to each line)."""
+        return {"digits": [d.to_dict() for d in self.digits], "text": self.text}

@@ -38,6 +38,7 @@ from locmnist.run_files import Job, Status, Unreadable, load_json, parse_config
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ENV = "LOCMNIST_RUNS"
 MODEL_ENV = "LOCMNIST_MODEL"
+DETECTOR_ENV = "LOCMNIST_DETECTOR"
 MODELS_DIR = REPO_ROOT / "models"
 DEFAULT_MODEL = MODELS_DIR / "default.keras"     # the shipped localizer
 DETECTOR_MODEL = MODELS_DIR / "detector.keras"   # the shipped multi-digit detector
@@ -77,6 +78,11 @@ def new_run_id(preset: str) -> str:
 def default_model_path() -> Path:
     """What ``Predictor.load()`` loads: ``$LOCMNIST_MODEL``, else the shipped model."""
     return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
+
+
+def default_detector_path() -> Path:
+    """What ``Reader.load()`` loads: ``$LOCMNIST_DETECTOR``, else the shipped detector."""
+    return Path(os.environ.get(DETECTOR_ENV) or DETECTOR_MODEL)
 
 
 def sidecar(model_path: str | os.PathLike, kind: str) -> Path:

@@ -308,6 +308,26 @@ class _RunRecorder(keras.callbacks.Callback):
                                    history=dict(self.history)))
 
 
+def open_run_dir(out_dir: str | os.PathLike) -> Path:
+    """Create (or reuse) a run directory, checked writable."""
+    run_dir = Path(out_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from e
+    return run_dir
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Remove a stale cancel request and temp files (call it holding the run's lock)."""
+    (run_dir / runs.CANCEL).unlink(missing_ok=True)
+    for stray in run_dir.glob(".*.tmp*"):  # left by a process killed mid-write
+        stray.unlink(missing_ok=True)
+
+
 def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None,
           progress: Callable[[Progress], None] | None = None,
           cancel: threading.Event | None = None, mnist_path: str | None = None,
@@ -324,14 +344,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
     (lowest validation loss) or "last" epoch's model. ``evaluate``: model -> metrics
     dict for ``metrics.json`` (default: the published test split).
     """
-    run_dir = Path(out_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise OSError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from e
+    run_dir = open_run_dir(out_dir)
     # Two trainings into one directory would destroy each other's files: RunBusy.
     with runs.run_dir_lock(run_dir):
         return _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path,
@@ -341,9 +354,7 @@ def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None
 
 def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluate_test,
                   strategy, start_from, extra, extra_share, keep, evaluate) -> TrainResult:
-    (run_dir / runs.CANCEL).unlink(missing_ok=True)
-    for stray in run_dir.glob(".*.tmp*"):  # left by a process killed mid-write
-        stray.unlink(missing_ok=True)
+    clear_run_dir(run_dir)
     cfg.save(run_dir / runs.CONFIG)
     keras.utils.set_random_seed(cfg.seed)
 

@@ -1,0 +1,120 @@
+"""The detector's config: one dataclass for its scenes, model and training.
+
+Saved as ``config.json`` beside every detector (``detector.config.json`` beside
+the shipped one), so inference rebuilds the same decoding without guessing.
+Each field carries its help text in ``metadata``; the CLI derives its flags
+from ``dataclasses.fields(DetectorConfig)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from locmnist.config import _f
+
+DETECTOR_PRESETS = ("detect", "detect-quick")
+
+
+@dataclass
+class DetectorConfig:
+    preset: str = _f("detect", "the preset this config started from", settable=False)
+    kind: str = _f("detector", "model kind; always 'detector' (tells it from a localizer's "
+                               "Config)", settable=False)
+    # --- scenes -------------------------------------------------------------
+    canvas_height: int = _f(112, "training canvas height in pixels (a multiple of 16)")
+    canvas_width: int = _f(160, "training canvas width in pixels (a multiple of 16)")
+    min_height: float = _f(15.0, "smallest digit ink height in canvas pixels")
+    max_height: float = _f(70.0, "largest digit ink height in canvas pixels")
+    max_digits: int = _f(6, "most digits on one canvas")
+    row_fraction: float = _f(0.5, "share of canvases with digits in a row, like a number "
+                                  "(the rest are scattered)")
+    negative_fraction: float = _f(0.15, "share of canvases with no digit (strokes that are not "
+                                       "digits, or blank)")
+    max_rotation_deg: float = _f(12.0, "digit rotation, uniform in [-x, x] degrees")
+    max_shear: float = _f(0.15, "horizontal shear factor, uniform in [-x, x]")
+    thickness: bool = _f(True, "randomly thin or thicken strokes")
+    train_digits: int = _f(55_000, "digits drawn from the 60k MNIST train set (0 = all that remain)")
+    val_digits: int = _f(1_500, "digits held out from the train set for validation mAP")
+    # --- model --------------------------------------------------------------
+    widths: tuple[int, ...] = _f((24, 32, 64, 96), "conv widths at strides 2, 4, 8 and 16")
+    head_width: int = _f(48, "width of the stride-4 feature map the heads read")
+    # --- decoding -----------------------------------------------------------
+    score_threshold: float = _f(0.3, "a centre peak at least this high is a digit")
+    top_k: int = _f(100, "most detections per image")
+    # --- training -----------------------------------------------------------
+    epochs: int = _f(10, "epochs (an epoch is canvases_per_epoch canvases)")
+    canvases_per_epoch: int = _f(8_000, "training canvases per epoch (fresh ones every epoch)")
+    batch_size: int = _f(32, "canvases per batch")
+    learning_rate: float = _f(3e-3, "peak of the warmup + cosine schedule")
+    warmup_epochs: float = _f(0.3, "linear warmup length in epochs")
+    size_loss_weight: float = _f(0.1, "weight of the box-size L1 loss (in stride-4 cells)")
+    offset_loss_weight: float = _f(1.0, "weight of the centre-offset L1 loss")
+    time_limit_s: float = _f(0.0, "safety cap: stop training after this many seconds (0 = none)")
+    seed: int = _f(0, "seed of the hold-out split, the scenes and the weights")
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        if len(self.widths) != 4:
+            raise ValueError("widths needs 4 values (strides 2, 4, 8, 16)")
+        if self.canvas_height % 16 or self.canvas_width % 16:
+            raise ValueError("canvas_height and canvas_width must be multiples of 16")
+        if not 4 <= self.min_height <= self.max_height <= self.canvas_height - 4:
+            raise ValueError("need 4 <= min_height <= max_height <= canvas_height - 4")
+        if self.epochs < 1 or self.batch_size < 1 or self.canvases_per_epoch < self.batch_size:
+            raise ValueError("epochs, batch_size and canvases_per_epoch must be positive, "
+                             "with at least one batch per epoch")
+        if not 1 <= self.max_digits <= 12:
+            raise ValueError("max_digits must be 1..12")
+
+    # -- persistence ---------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def save(self, path: str | Path) -> None:
+        from locmnist.files import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DetectorConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def replace(self, **overrides) -> "DetectorConfig":
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **overrides)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.canvases_per_epoch // self.batch_size
+
+
+def is_detector_config(d: dict | None) -> bool:
+    """Whether a saved config (a dict from JSON) belongs to a detector."""
+    return isinstance(d, dict) and d.get("kind") == "detector"
+
+
+def detector_preset(name: str, **overrides) -> DetectorConfig:
+    """The named detector preset with optional overrides (None values are ignored).
+
+    Both presets are a fixed amount of work (epochs x canvases); their time limit
+    is only a safety cap, so the result does not depend on the machine's speed.
+    """
+    if name == "detect":
+        cfg = DetectorConfig(preset="detect", time_limit_s=4 * 3600.0)
+    elif name == "detect-quick":
+        # The Train page's run: a narrower net, a few minutes on 2 cores.
+        cfg = DetectorConfig(preset="detect-quick", widths=(16, 24, 48, 64), head_width=32,
+                             epochs=3, canvases_per_epoch=4_000, learning_rate=4e-3,
+                             warmup_epochs=0.2, val_digits=1_000, time_limit_s=1800.0)
+    else:
+        raise ValueError(f"unknown detector preset {name!r}; choose from {DETECTOR_PRESETS}")
+    return cfg.replace(**overrides)

@@ -1,0 +1,163 @@
+"""Reading whole numbers: ``Reader.load(path).read(image) -> Reading``.
+
+``read`` takes what ``Predictor.predict`` takes (path, bytes, file, PIL or numpy;
+any size, polarity, alpha-only ink, EXIF, photos, 16-bit, CMYK), through the
+same decoding and ink map (``locmnist.preprocess.ink_image``). Then:
+
+1. the digits' height is estimated from the ink's connected components (the
+   median height of the tall ones), and the ink is rescaled so digits reach the
+   detector at ``TARGET_HEIGHT`` px, the middle of what it learned, whatever the
+   image's size or aspect (a number across a 560x200 canvas included);
+2. the detector runs on the ink's region plus a margin, padded to multiples of 16;
+3. peaks are decoded once for every runtime (``locmnist.decoding``), one label
+   per digit, and boxes are mapped back to the input's pixels, left to right.
+
+Single calls never go through ``model.predict``: a ``tf.function`` with a
+(1, None, None, 1) signature is traced once and is safe to call from threads.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from locmnist.decoding import Detections, decode_batch
+from locmnist.detector import pad16
+from locmnist.detector_config import DetectorConfig
+from locmnist.preprocess import InvalidImage, ink_image
+from locmnist.results import Digit, Reading
+
+TARGET_HEIGHT = 34.0      # px: digits were 15..70 px tall in training
+INK_LEVEL = 0.3           # ink map level that counts as a stroke for sizing
+MARGIN = 0.6              # context around the ink, in digit heights
+MAX_SIDE = 2048           # the rescaled region's longest side is capped (time and memory)
+AGNOSTIC_IOU = 0.5        # a second label on the same ink is dropped (decoding step 4)
+
+
+class Reader:
+    """A loaded detector plus its config; ``read`` is thread-safe."""
+
+    def __init__(self, model, config: DetectorConfig | None = None, source: str = "<in memory>"):
+        import tensorflow as tf
+
+        self.model, self.source = model, source
+        self.config = config or DetectorConfig()
+        self._forward = tf.function(model, input_signature=[
+            tf.TensorSpec([None, None, None, 1], tf.float32)])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> "Reader":
+        """Load a detector (.keras or run directory); ``None`` loads ``$LOCMNIST_DETECTOR``
+        or the shipped ``models/detector.keras``. Raises ``InvalidModel`` otherwise."""
+        from locmnist.model_files import load_detector_file
+        from locmnist.runs import default_detector_path
+
+        path = Path(path) if path else default_detector_path()
+        model, config = load_detector_file(path)
+        return cls(model, config, str(path))
+
+    # -- raw canvases ----------------------------------------------------------
+    def raw_outputs(self, canvases: np.ndarray) -> dict:
+        """{heatmap, size, offset} numpy maps for canvases (N, H, W, 1) in 0..1."""
+        x = pad16(np.asarray(canvases, np.float32).reshape(*np.shape(canvases)[:3], 1))
+        return {k: v.numpy() for k, v in self._forward(x).items()}
+
+    def detect_canvases(self, canvases: np.ndarray, threshold: float = 0.05,
+                        agnostic_iou: float | None = None, batch_size: int = 32,
+                        progress=None) -> list[Detections]:
+        """Detections per canvas (N, H, W[, 1]), uint8 (0..255) or float (0..1).
+
+        The defaults keep every peak >= 0.05 (for mAP); reading uses the config's
+        ``score_threshold`` and one label per digit.
+        """
+        canvases = np.asarray(canvases)
+        out = []
+        for i in range(0, len(canvases), batch_size):
+            x = canvases[i:i + batch_size]
+            x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+            out += decode_batch(self.raw_outputs(x), threshold=threshold,
+                                top_k=self.config.top_k, agnostic_iou=agnostic_iou)
+            if progress:
+                progress(min(1.0, (i + batch_size) / len(canvases)))
+        return out
+
+    def read_canvas(self, canvas: np.ndarray) -> Detections:
+        """Reading-level detections on one ready canvas (H, W) in 0..1 (no rescaling)."""
+        return self.detect_canvases(canvas[None], threshold=self.config.score_threshold,
+                                    agnostic_iou=AGNOSTIC_IOU)[0]
+
+    # -- any image -------------------------------------------------------------
+    def read(self, image) -> Reading:
+        """The digits in ``image``, left to right, and the number they spell.
+
+        Raises ``InvalidImage`` (a ValueError) with a message fit for users.
+        """
+        ink, factor, size, reason = ink_image(image)
+        if reason is None and not (ink >= INK_LEVEL).any():
+            reason = "no digit found: no ink strokes"
+        if reason:
+            return Reading((), size, reason, np.zeros((16, 16), np.float32))
+        x, (ox, oy, sx, sy) = frame_ink(ink)
+        dets = self.read_canvas(x)
+        if not np.isfinite(dets.scores).all():
+            return Reading((), size, "the model gave no valid output (NaN)", x)
+        w, h = size
+        digits = []
+        for box, score, label in zip(dets.boxes, dets.scores, dets.labels):
+            # model px -> ink px -> input px, clipped to the image
+            bx = [(o + v / sc) * factor for o, v, sc in zip((ox, oy, ox, oy), box,
+                                                              (sx, sy, sx, sy))]
+            b = (float(np.clip(bx[0], 0, w)), float(np.clip(bx[1], 0, h)),
+                 float(np.clip(bx[2], 0, w)), float(np.clip(bx[3], 0, h)))
+            if b[2] - b[0] < 1 or b[3] - b[1] < 1:
+                continue  # a box wholly in the margin: nothing of the image is in it
+            digits.append(Digit(int(label), float(score), b, (b[0] / w, b[1] / h, b[2] / w,
+                                                                b[3] / h)))
+        digits.sort(key=lambda d: d.box[0] + d.box[2])
+        message = "" if digits else "no digit found"
+        return Reading(tuple(digits), size, message, x)
+
+
+def digit_height(ink: np.ndarray) -> float:
+    """The digits' ink height in ink pixels: the median height of the tall strokes.
+
+    Connected components (8-neighbour) of ink >= INK_LEVEL; specks and fragments
+    (under 40% of the tallest) are left out, so a row or a scatter of digits gives
+    a typical digit's height, not the whole ink's.
+    """
+    from scipy import ndimage
+
+    labels, n = ndimage.label(ink >= INK_LEVEL, structure=np.ones((3, 3), bool))
+    heights = np.array([s[0].stop - s[0].start for s in ndimage.find_objects(labels)])
+    if not len(heights):
+        return float(ink.shape[0])
+    tall = heights[heights >= 0.4 * heights.max()]
+    return float(np.median(tall))
+
+
+def frame_ink(ink: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """(model input (H, W) float32 in 0..1, (x0, y0, sx, sy)): ink x = x0 + model x / sx."""
+    mask = ink >= INK_LEVEL
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    dh = digit_height(ink)
+    scale = TARGET_HEIGHT / max(dh, 1.0)
+    m = MARGIN * dh
+    x0, y0 = cols[0] - m, rows[0] - m
+    x1, y1 = cols[-1] + 1 + m, rows[-1] + 1 + m
+    scale = min(scale, MAX_SIDE / max(x1 - x0, y1 - y0))
+    out_w, out_h = max(16, round((x1 - x0) * scale)), max(16, round((y1 - y0) * scale))
+    x0, y0 = int(np.floor(x0)), int(np.floor(y0))
+    x1, y1 = x0 + int(np.ceil(out_w / scale)), y0 + int(np.ceil(out_h / scale))
+    crop = Image.fromarray(ink, mode="F").crop((x0, y0, x1, y1))  # zeros outside the image
+    resample = Image.BOX if scale < 1 else Image.BILINEAR
+    x = np.asarray(crop.resize((out_w, out_h), resample), np.float32)
+    peak = float(x.max())
+    if 0.05 < peak < 1.0:
+        x = x / peak  # thin strokes fade when shrunk: restore contrast, as prepare() does
+    # The exact scales after rounding (x and y differ slightly).
+    return np.clip(x, 0.0, 1.0), (float(x0), float(y0), out_w / (x1 - x0), out_h / (y1 - y0))
+
+
+__all__ = ["Reader", "Reading", "Digit", "InvalidImage"]

@@ -1,0 +1,78 @@
+"""Multi-digit scenes: tight boxes, layouts, determinism, the test split's makeup."""
+import numpy as np
+import pytest
+
+from locmnist.boxes import INK_THRESHOLD, tight_box
+from locmnist.detector_config import DetectorConfig
+from locmnist.scenes import (build_scene_set, render_digit, row_scene, scatter_scene,
+                             scene_batch)
+
+CFG = DetectorConfig()
+
+
+def test_render_digit_is_cropped_to_its_ink(mnist):
+    for i, h in enumerate((15.0, 30.0, 70.0)):
+        p = render_digit(mnist.x_train[i], h, rotation_deg=8.0, shear=0.1, thickness=0.9)
+        assert p is not None
+        assert tight_box(p).tolist() == [0, 0, p.shape[1], p.shape[0]]
+        assert abs(p.shape[0] - h) <= 0.25 * h + 2   # rotation and shear change it a little
+
+
+def test_every_box_is_the_tight_box_of_its_own_digit(mnist):
+    """Boxes touch ink on all four sides, and no ink lies outside every box."""
+    scenes = scene_batch(mnist.x_train, mnist.y_train.astype(np.int64), CFG, seed=3,
+                         batch_index=0, batch_size=48)
+    assert {s.kind for s in scenes} >= {"row", "scatter"}
+    for s in scenes:
+        ink = s.canvas >= INK_THRESHOLD
+        covered = np.zeros_like(ink)
+        for x0, y0, x1, y1 in s.boxes.astype(int):
+            sub = ink[y0:y1, x0:x1]
+            assert sub[0].any() and sub[-1].any() and sub[:, 0].any() and sub[:, -1].any()
+            covered[y0:y1, x0:x1] = True
+        if s.kind != "negative":
+            assert not (ink & ~covered).any()
+        assert len(s.boxes) == len(s.labels) <= CFG.max_digits
+
+
+def test_scene_batches_are_seeded(mnist):
+    args = (mnist.x_train, mnist.y_train.astype(np.int64), CFG)
+    a = scene_batch(*args, seed=1, batch_index=5, batch_size=8)
+    b = scene_batch(*args, seed=1, batch_index=5, batch_size=8)
+    c = scene_batch(*args, seed=1, batch_index=6, batch_size=8)
+    assert all(np.array_equal(x.canvas, y.canvas) for x, y in zip(a, b))
+    assert not all(np.array_equal(x.canvas, y.canvas) for x, y in zip(a, c))
+
+
+def test_a_row_reads_left_to_right_with_similar_heights(mnist):
+    rng = np.random.default_rng(0)
+    idx = np.arange(4)
+    s = row_scene(rng, mnist.x_test[idx], mnist.y_test[idx].astype(np.int64), CFG, (112, 160))
+    assert len(s.boxes) == 4
+    assert s.text == "".join(str(v) for v in mnist.y_test[idx])
+    x_centres = (s.boxes[:, 0] + s.boxes[:, 2]) / 2
+    assert (np.diff(x_centres) > 0).all()
+    heights = s.boxes[:, 3] - s.boxes[:, 1]
+    assert heights.max() / heights.min() < 1.6
+
+
+def test_scattered_digits_overlap_lightly_at_most(mnist):
+    rng = np.random.default_rng(1)
+    s = scatter_scene(rng, mnist.x_test[:5], mnist.y_test[:5].astype(np.int64), CFG, (112, 160))
+    for i in range(len(s.boxes)):
+        for j in range(i):
+            a, b = s.boxes[i], s.boxes[j]
+            iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+            ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+            smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+            assert iw * ih / smaller <= 0.12 + 1e-6
+
+
+def test_scene_set_uses_each_digit_once_and_has_every_kind(mnist):
+    images, labels = mnist.x_test[:400], mnist.y_test[:400].astype(np.int64)
+    a = build_scene_set(images, labels, CFG, seed=9, size=(112, 160), negatives=20)
+    b = build_scene_set(images, labels, CFG, seed=9, size=(112, 160), negatives=20)
+    assert np.array_equal(a.canvases, b.canvases)
+    assert set(a.kinds) == {"single", "row", "scatter", "negative"}
+    assert (a.kinds == "negative").sum() == 20 and (a.kinds == "single").sum() == 40
+    assert np.array_equal(np.sort(np.concatenate(a.labels)), np.sort(labels))
