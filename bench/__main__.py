@@ -171,6 +171,9 @@ def measure(args, overrides: dict) -> dict:
     _say("latency ...")
     report["latency"] = run_probe("latency", {"model_path": model, "runs": args.latency_runs},
                                   timeout_s=900)
+    _say("the number reader's latency ...")
+    report["reader_latency"] = run_probe("reader_latency", {
+        "model_path": model, "detector_path": None, "runs": args.latency_runs}, timeout_s=900)
     _say("synthesis throughput ...")
     report["synthesis"] = {
         "one_core" if one else "all_cores": run_probe(

@@ -290,6 +290,38 @@ def latency(model_path: str | None, runs: int) -> dict:
             "reference_cnn": _model_latency(build_model(preset("seed")), image, canvas, runs)}
 
 
+def number_drawing(digits: str, rng) -> np.ndarray:
+    """A 560x280 RGBA drawing of a number, as the app's wide canvas sends it: the
+    drawn digits of ``locmnist.wild``, side by side at 140 px."""
+    from PIL import Image
+
+    from locmnist.wild import drawn
+
+    img = Image.new("RGBA", (560, 280), (0, 0, 0, 0))
+    for k, d in enumerate(digits):
+        alpha = drawn(int(d), rng).image.getchannel("A").resize((140, 140), Image.BOX)
+        img.paste(Image.new("RGBA", (140, 140), (20, 20, 20, 255)), (k * 140, 70), alpha)
+    return np.asarray(img)
+
+
+def reader_latency(model_path: str | None, detector_path: str | None, runs: int) -> dict:
+    """``Reader.read`` on a 560x280 drawing of "2026" against ``Predictor.predict`` on a
+    280x280 drawing of one digit, end to end, in the same process (issue 10's target:
+    the reader's p50 within 4x of the predictor's)."""
+    from locmnist.inference import Predictor
+    from locmnist.reader import Reader
+    from locmnist.wild import drawn
+
+    rng = np.random.default_rng(0)
+    one = np.asarray(drawn(7, rng).image)                          # (280, 280, 4)
+    number = number_drawing("2026", rng)                           # (280, 560, 4)
+    predictor, reader = Predictor.load(model_path), Reader.load(detector_path)
+    p, r = _timed(lambda: predictor.predict(one), runs), _timed(lambda: reader.read(number), runs)
+    return {"detector": reader.source, "text": reader.read(number).text,
+            "predictor_predict_280": p, "reader_read_560x280": r,
+            "ratio_p50": round(r["p50_ms"] / p["p50_ms"], 2)}
+
+
 # --- throughput and memory ----------------------------------------------------
 
 def synthesis(one_core: bool, seconds: float) -> dict:
@@ -388,7 +420,7 @@ def train_throughput(jit_compile: bool, steps_per_execution: int, steps: int) ->
 PROBES = {"reference_epoch": reference_epoch, "train_process": train_process,
           "slow_train": slow_train, "train_curve": train_curve, "latency": latency,
           "synthesis": synthesis, "predict_memory": predict_memory,
-          "train_throughput": train_throughput}
+          "train_throughput": train_throughput, "reader_latency": reader_latency}
 
 
 def main(argv: list[str]) -> int:

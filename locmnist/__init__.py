@@ -5,6 +5,9 @@ Public API (imported lazily, so ``import locmnist`` stays cheap and does no work
     from locmnist import Predictor, Config, preset, train, build_model
     p = Predictor.load()                    # the shipped default model
     result = p.predict("digit.png")         # -> Prediction(label, confidence, box, ...)
+
+    from locmnist import Reader             # the multi-digit detector
+    Reader.load().read("number.png").text   # -> "2026"
 """
 from __future__ import annotations
 
@@ -28,6 +31,15 @@ _EXPORTS = {
     "test_split": "locmnist.synthesis",
     "iou": "locmnist.boxes",
     "draw_boxes": "locmnist.boxes",
+    "Reader": "locmnist.reader",
+    "Reading": "locmnist.results",
+    "Digit": "locmnist.results",
+    "DetectorConfig": "locmnist.detector_config",
+    "detector_preset": "locmnist.detector_config",
+    "build_detector": "locmnist.detector",
+    "train_detector": "locmnist.detector_training",
+    "evaluate_detector": "locmnist.detection_eval",
+    "detection_test_split": "locmnist.scenes",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,8 +11,14 @@ outputs (the reference's list outputs included).
 * ``keras``: a ``.keras`` file plus the model's config sidecar (``locmnist.runs.sidecar``)
   when it has one.
 
+The multi-digit detector (``locmnist.detector``) exports the same three ways, with
+its own contract: input (N, H, W, 1) of any H, W (multiples of 16), outputs
+``heatmap``, ``size`` and ``offset``; ``locmnist.reader.Reader.load`` runs any of
+them with the one shared decoding.
+
 After writing, the export is loaded back and compared with the Keras model on
-test canvases, so a broken export is reported, not shipped.
+test canvases (detection test scenes for a detector), so a broken export is
+reported, not shipped.
 """
 from __future__ import annotations
 
@@ -42,18 +48,24 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from locmnist.model_files import load_model_file
+    from locmnist.model_files import is_detector_file, load_detector_file, load_model_file
     from locmnist.runs import default_model_path
 
     source = Path(args.model or default_model_path())
-    model, config = load_model_file(source)
+    detector = is_detector_file(source)
+    model, config = (load_detector_file if detector else load_model_file)(source)
     path = export_model(model, args.format, args.out, config=config)
     copy_calibration(source, path)
     result = {"format": args.format, "model": str(source), "out": str(path)}
     if args.check:
-        from locmnist.synthesis import test_split
+        if detector:
+            from locmnist.scenes import detection_test_split
 
-        canvases = test_split("standard")[0][:args.check].astype(np.float32) / 255.0
+            canvases = detection_test_split().canvases[:args.check].astype(np.float32) / 255.0
+        else:
+            from locmnist.synthesis import test_split
+
+            canvases = test_split("standard")[0][:args.check].astype(np.float32) / 255.0
         result["checked_canvases"] = len(canvases)
         result["max_abs_difference"] = max_difference(model, path, args.format, canvases)
     if args.json:
@@ -88,8 +100,17 @@ def serving_function(model):
     """A tf.function with the fixed serving signature, mapping outputs to our names."""
     import tensorflow as tf
 
+    from locmnist.detector import OUTPUT_NAMES, is_detector
     from locmnist.model_files import digit_key, output_roles
 
+    if is_detector(model):
+        @tf.function(input_signature=[tf.TensorSpec((None, None, None, 1), tf.float32,
+                                                    name="image")])
+        def serve_maps(image):
+            out = model(image, training=False)
+            return {k: out[k] for k in OUTPUT_NAMES}
+
+        return serve_maps
     cls_key, box_key = output_roles(model)
     digit = digit_key(model)
 
@@ -183,6 +204,28 @@ def copy_calibration(source, exported: Path) -> None:
 
 # --- reading back ---------------------------------------------------------------
 
+def load_detector_export(path, fmt: str):
+    """A callable ``f(x (N, H, W, 1) float32) -> {heatmap, size, offset}`` for a detector export."""
+    from locmnist.detector import OUTPUT_NAMES
+
+    path = Path(path)
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda x: {k: v.numpy() for k, v in serve(image=tf.constant(x, tf.float32)).items()
+                          if k in OUTPUT_NAMES}
+    if fmt == "tflite":
+        from locmnist.tflite_runtime import tflite_maps_runner
+
+        return tflite_maps_runner(path)
+    if fmt == "keras":
+        from locmnist.reader import Reader
+
+        return Reader.load(path).raw_outputs
+    raise ValueError(f"unknown export format {fmt!r}")
+
+
 def load_export(path, fmt: str):
     """A callable ``f(x (N,75,75,1) float32) -> (probs, boxes, digit scores or None)``."""
     path = Path(path)
@@ -210,7 +253,18 @@ def load_export(path, fmt: str):
 
 def max_difference(model, path, fmt: str, canvases: np.ndarray) -> float:
     """Largest absolute difference between the export's and the Keras model's outputs."""
+    from locmnist.detector import is_detector, pad16
     from locmnist.model_files import digit_key, output_roles
+
+    if is_detector(model):
+        run_maps = load_detector_export(path, fmt)
+        worst = 0.0
+        for i in range(0, len(canvases), 50):
+            x = pad16(canvases[i:i + 50])
+            ref, got = model(x, training=False), run_maps(x)
+            worst = max([worst] + [float(np.abs(np.asarray(got[k]) - np.asarray(ref[k])).max())
+                                   for k in ref])
+        return worst
 
     cls_key, box_key = output_roles(model)
     digit = digit_key(model)

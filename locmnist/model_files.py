@@ -82,6 +82,25 @@ def load_model_file(path: str | os.PathLike):
     return model, config
 
 
+def is_detector_file(path: str | os.PathLike) -> bool:
+    """Whether a model file (or run directory) holds a detector: its sidecar config says
+    so, or its outputs are the detector's. Reads JSON only; never raises."""
+    from locmnist.detector import OUTPUT_NAMES
+    from locmnist.detector_config import is_detector_config
+
+    try:
+        p = resolve_model_path(path)
+        cfg = sidecar(p, "config")
+        if cfg.is_file() and is_detector_config(json.loads(cfg.read_text())):
+            return True
+        if p.suffix.lower() != ".keras":
+            return False
+        outputs = _keras_zip_model_config(p).get("config", {}).get("output_layers")
+        return isinstance(outputs, dict) and set(outputs) == set(OUTPUT_NAMES)
+    except (InvalidModel, OSError, ValueError, AttributeError):
+        return False
+
+
 def load_detector_file(path: str | os.PathLike):
     """(keras.Model, DetectorConfig or None) for a detector file or run directory.
 

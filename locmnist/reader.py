@@ -37,32 +37,46 @@ AGNOSTIC_IOU = 0.5        # a second label on the same ink is dropped (decoding 
 
 
 class Reader:
-    """A loaded detector plus its config; ``read`` is thread-safe."""
+    """A loaded detector plus its config; ``read`` is thread-safe.
 
-    def __init__(self, model, config: DetectorConfig | None = None, source: str = "<in memory>"):
-        import tensorflow as tf
+    ``model``: a Keras detector; or ``runner``, any ``f(x (N, H, W, 1)) -> {heatmap,
+    size, offset}`` (a SavedModel or TFLite export, see ``locmnist.export``).
+    """
 
+    def __init__(self, model=None, config: DetectorConfig | None = None,
+                 source: str = "<in memory>", runner=None):
         self.model, self.source = model, source
         self.config = config or DetectorConfig()
-        self._forward = tf.function(model, input_signature=[
-            tf.TensorSpec([None, None, None, 1], tf.float32)])
+        if runner is None:
+            import tensorflow as tf
+
+            forward = tf.function(model, input_signature=[
+                tf.TensorSpec([None, None, None, 1], tf.float32)])
+            runner = lambda x: {k: v.numpy() for k, v in forward(x).items()}  # noqa: E731
+        self._run = runner
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> "Reader":
-        """Load a detector (.keras or run directory); ``None`` loads ``$LOCMNIST_DETECTOR``
-        or the shipped ``models/detector.keras``. Raises ``InvalidModel`` otherwise."""
+        """Load a detector: a .keras file or run directory, or an export (.tflite file,
+        SavedModel directory). ``None`` loads ``$LOCMNIST_DETECTOR`` or the shipped
+        ``models/detector.keras``. Raises ``InvalidModel`` otherwise."""
         from locmnist.model_files import load_detector_file
         from locmnist.runs import default_detector_path
 
         path = Path(path) if path else default_detector_path()
+        if path.suffix.lower() == ".tflite" or (path / "saved_model.pb").is_file():
+            from locmnist.export import load_detector_export
+
+            fmt = "tflite" if path.suffix.lower() == ".tflite" else "savedmodel"
+            return cls(None, None, str(path), runner=load_detector_export(path, fmt))
         model, config = load_detector_file(path)
         return cls(model, config, str(path))
 
     # -- raw canvases ----------------------------------------------------------
     def raw_outputs(self, canvases: np.ndarray) -> dict:
         """{heatmap, size, offset} numpy maps for canvases (N, H, W, 1) in 0..1."""
-        x = pad16(np.asarray(canvases, np.float32).reshape(*np.shape(canvases)[:3], 1))
-        return {k: v.numpy() for k, v in self._forward(x).items()}
+        return self._run(pad16(np.asarray(canvases, np.float32).reshape(
+            *np.shape(canvases)[:3], 1)))
 
     def detect_canvases(self, canvases: np.ndarray, threshold: float = 0.05,
                         agnostic_iou: float | None = None, batch_size: int = 32,

@@ -77,3 +77,38 @@ class TFLitePredictor:
     def predict(self, image) -> Prediction:
         """Predict the digit and its box in ``image``, exactly as ``Predictor.predict`` does."""
         return predict_image(self.raw_outputs, image, self.calibration)
+
+
+def tflite_maps_runner(path: str | os.PathLike):
+    """A detector's ``.tflite`` export as ``f(x (N, H, W, 1)) -> {heatmap, size, offset}``.
+
+    The input's spatial size is dynamic: the signature runner resizes it per call.
+    Thread-safe (one lock, as for ``TFLitePredictor``).
+    """
+    import tensorflow as tf
+
+    from locmnist.detector import OUTPUT_NAMES
+
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidModel(f"no model file at {p}")
+    if p.stat().st_size > MAX_TFLITE_BYTES:
+        raise InvalidModel(f"{p.name} is larger than {MAX_TFLITE_BYTES // 2**20} MB")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            interpreter = tf.lite.Interpreter(model_content=p.read_bytes())
+            runner = interpreter.get_signature_runner(SIGNATURE)
+        except (ValueError, RuntimeError) as e:
+            raise InvalidModel(f"{p.name} is not a usable TFLite model: "
+                               f"{str(e).splitlines()[0][:200]}") from None
+    if set(interpreter.get_signature_list()[SIGNATURE]["outputs"]) != set(OUTPUT_NAMES):
+        raise InvalidModel(f"{p.name}: expected the detector's outputs {', '.join(OUTPUT_NAMES)}")
+    lock = threading.Lock()
+
+    def run(x):
+        with lock:
+            out = runner(image=np.ascontiguousarray(x, dtype=np.float32))
+            return {k: np.array(out[k]) for k in OUTPUT_NAMES}
+
+    return run
