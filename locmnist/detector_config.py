@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from locmnist.config import _f
+from locmnist.config import LR_SCHEDULES, _f
 
 DETECTOR_PRESETS = ("detect", "detect-quick")
 
@@ -49,6 +49,8 @@ class DetectorConfig:
     batch_size: int = _f(32, "canvases per batch")
     learning_rate: float = _f(3e-3, "peak of the warmup + cosine schedule")
     warmup_epochs: float = _f(0.3, "linear warmup length in epochs")
+    lr_schedule: str = _f("cosine", "cosine: warmup, then decay to ~0 at the last step; "
+                                    "constant: the peak rate throughout", choices=LR_SCHEDULES)
     size_loss_weight: float = _f(1.0, "weight of the box-size L1 loss (in stride-4 cells)")
     offset_loss_weight: float = _f(1.0, "weight of the centre-offset L1 loss")
     time_limit_s: float = _f(0.0, "safety cap: stop training after this many seconds (0 = none)")
