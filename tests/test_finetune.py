@@ -106,3 +106,40 @@ def test_train_extra_reads_the_exported_zip(tmp_path, corrections):
     assert f"mixing in 12 extra images from {zip_path}" in r.stderr
     # 256 MNIST digits + the 12 extra ones x 21 (half the mix) = 508 digits: 7 steps of 64
     assert json.loads((out / "status.json").read_text())["steps"] == 7
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.exists(), reason="needs the shipped model")
+def test_the_correction_loop_end_to_end(tmp_path, mnist):
+    """Hollow 1s, a style the shipped model misreads; a user corrects 10 of them (with
+    the model's own box, as the app records them); after fine-tuning (a small, fast
+    recipe) other hollow 1s read right and the test split barely moves."""
+    from locmnist.finetune import finetune
+    from locmnist.inference import Predictor
+    from locmnist.labelled import Labelled, score_examples
+
+    ones = mnist.x_test[mnist.y_test == 1]
+    pngs, boxes = as_pngs(hollow(ones[:110]), seed=1)
+    start = Predictor.load(SHIPPED)
+    judge = [Labelled(f"hollow 1 #{i}", png, 1, tuple(map(float, box)))
+             for i, (png, box) in enumerate(zip(pngs[10:], boxes[10:]))]
+    before = score_examples(start, judge)["accuracy"]
+    assert before <= 0.5, "the shipped model reads hollow 1s now: pick another new style"
+
+    store = CorrectionStore(tmp_path / "corrections.sqlite")
+    for png in pngs[:10]:
+        store.add(png, 1, start.predict(png).box_normalized, model="shipped", source="drawn")
+    settings = FinetuneSettings(epochs=2, replay_digits=3000, correction_share=0.15,
+                                val_digits=200, test_limit=1000)
+    result = finetune(SHIPPED, store.path, tmp_path / "run", settings)
+    assert result.status == "completed"
+
+    after = score_examples(Predictor.load(result.model_path), judge)
+    ft = result.metrics["finetune"]
+    print(f"hollow 1s {before:.1%} -> {after['accuracy']:.1%}; held-out corrections "
+          f"{ft['before']['held_out']['accuracy']:.0%} -> {ft['after']['held_out']['accuracy']:.0%}"
+          f"; test split (1000) {ft['before']['test']['accuracy']:.2%} -> "
+          f"{ft['after']['test']['accuracy']:.2%}; {result.metrics['train_seconds']:.0f} s")
+    assert after["accuracy"] >= 0.9
+    assert ft["after"]["held_out"]["accuracy"] >= 2 / 3     # 3 held out: at most one missed
+    assert ft["after"]["test"]["accuracy"] >= ft["before"]["test"]["accuracy"] - 0.005
