@@ -315,7 +315,8 @@ def reader_latency(model_path: str | None, detector_path: str | None, runs: int)
     rng = np.random.default_rng(0)
     one = np.asarray(drawn(7, rng).image)                          # (280, 280, 4)
     number = number_drawing("2026", rng)                           # (280, 560, 4)
-    predictor, reader = Predictor.load(model_path), Reader.load(detector_path)
+    predictor = Predictor.load(model_path)
+    reader = Reader.load(detector_path, classifier=predictor)
     p, r = _timed(lambda: predictor.predict(one), runs), _timed(lambda: reader.read(number), runs)
     return {"detector": reader.source, "text": reader.read(number).text,
             "predictor_predict_280": p, "reader_read_560x280": r,

@@ -275,7 +275,7 @@ def cmd_predict(args) -> int:
     from locmnist.reader import Reader
 
     predictor = Predictor.load(args.model)
-    reader = Reader.load(args.detector)
+    reader = Reader.load(args.detector, classifier=predictor)  # one localizer for both
     failed = False
     for path in args.images:
         try:

@@ -136,13 +136,25 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path,
         from locmnist.reader import Reader
 
         recorder.write_status("evaluating", steps)
-        metrics = evaluate_detector(Reader(best, cfg), mnist_path=mnist_path)
+        metrics = evaluate_detector(Reader(best, cfg, classifier=_shipped_classifier()),
+                                    mnist_path=mnist_path)
         metrics["train_seconds"] = recorder.history.get("elapsed_s", [0])[-1]
         metrics["epochs"] = len(recorder.history.get("epoch", []))
         atomic_write_json(run_dir / runs.METRICS, metrics)
     recorder.write_status(status, steps, has_model=model_path.exists())
     return TrainResult(run_dir, status, recorder.history, metrics,
                        model_path if model_path.exists() else None)
+
+
+def _shipped_classifier():
+    """The shipped single-digit model for the reader's closer look, or None without one."""
+    from locmnist.inference import Predictor
+    from locmnist.model_files import InvalidModel
+
+    try:
+        return Predictor.load()
+    except InvalidModel:
+        return None
 
 
 def _encode_set(scenes) -> tuple[np.ndarray, dict]:

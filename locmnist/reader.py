@@ -10,7 +10,12 @@ same decoding and ink map (``locmnist.preprocess.ink_image``). Then:
    image's size or aspect (a number across a 560x200 canvas included);
 2. the detector runs on the ink's region plus a margin, padded to multiples of 16;
 3. peaks are decoded once for every runtime (``locmnist.decoding``), one label
-   per digit, and boxes are mapped back to the input's pixels, left to right.
+   per digit, and boxes are mapped back to the input's pixels, left to right;
+4. the closer look: each detected digit, alone (ink outside its box masked), is
+   framed as the single-digit model learned (46 px tall in 75x75) and that
+   model's classifier (``Predictor``, 99%+ on single digits) gives the label. The
+   detector finds digits well but confuses similar ones (4.5% of the digits in
+   rows on the test split); the single-digit model rarely does.
 
 Single calls never go through ``model.predict``: a ``tf.function`` with a
 (1, None, None, 1) signature is traced once and is safe to call from threads.
@@ -34,6 +39,7 @@ INK_LEVEL = 0.3           # ink map level that counts as a stroke for sizing
 MARGIN = 0.6              # context around the ink, in digit heights
 MAX_SIDE = 2048           # the rescaled region's longest side is capped (time and memory)
 AGNOSTIC_IOU = 0.5        # a second label on the same ink is dropped (decoding step 4)
+CLOSER_LOOK_INK = 46.0    # px: a digit's height in the single-digit model's 75x75 input
 
 
 class Reader:
@@ -44,8 +50,8 @@ class Reader:
     """
 
     def __init__(self, model=None, config: DetectorConfig | None = None,
-                 source: str = "<in memory>", runner=None):
-        self.model, self.source = model, source
+                 source: str = "<in memory>", runner=None, classifier=None):
+        self.model, self.source, self.classifier = model, source, classifier
         self.config = config or DetectorConfig()
         if runner is None:
             import tensorflow as tf
@@ -56,21 +62,30 @@ class Reader:
         self._run = runner
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "Reader":
+    def load(cls, path: str | os.PathLike | None = None, classifier="default") -> "Reader":
         """Load a detector: a .keras file or run directory, or an export (.tflite file,
         SavedModel directory). ``None`` loads ``$LOCMNIST_DETECTOR`` or the shipped
-        ``models/detector.keras``. Raises ``InvalidModel`` otherwise."""
+        ``models/detector.keras``. Raises ``InvalidModel`` otherwise.
+
+        ``classifier``: the single-digit model for the closer look (step 4): a
+        ``Predictor``, a model path, "default" (``Predictor.load()``), or None (labels
+        straight from the detector)."""
         from locmnist.model_files import load_detector_file
         from locmnist.runs import default_detector_path
 
+        if isinstance(classifier, (str, os.PathLike)):
+            from locmnist.inference import Predictor
+
+            classifier = Predictor.load(None if classifier == "default" else classifier)
         path = Path(path) if path else default_detector_path()
         if path.suffix.lower() == ".tflite" or (path / "saved_model.pb").is_file():
             from locmnist.export import load_detector_export
 
             fmt = "tflite" if path.suffix.lower() == ".tflite" else "savedmodel"
-            return cls(None, None, str(path), runner=load_detector_export(path, fmt))
+            return cls(None, None, str(path), runner=load_detector_export(path, fmt),
+                       classifier=classifier)
         model, config = load_detector_file(path)
-        return cls(model, config, str(path))
+        return cls(model, config, str(path), classifier=classifier)
 
     # -- raw canvases ----------------------------------------------------------
     def raw_outputs(self, canvases: np.ndarray) -> dict:
@@ -99,8 +114,22 @@ class Reader:
 
     def read_canvas(self, canvas: np.ndarray) -> Detections:
         """Reading-level detections on one ready canvas (H, W) in 0..1 (no rescaling)."""
-        return self.detect_canvases(canvas[None], threshold=self.config.score_threshold,
-                                    agnostic_iou=AGNOSTIC_IOU)[0]
+        det = self.detect_canvases(canvas[None], threshold=self.config.score_threshold,
+                                   agnostic_iou=AGNOSTIC_IOU)[0]
+        return self.closer_look(canvas, det)
+
+    def closer_look(self, canvas: np.ndarray, det: Detections) -> Detections:
+        """Step 4: labels from the single-digit classifier; confidence = the detector's
+        peak x the classifier's probability. Unchanged without a classifier."""
+        if self.classifier is None or len(det) == 0:
+            return det
+        canvas = np.asarray(canvas, np.float32).reshape(np.shape(canvas)[:2])
+        if canvas.max() > 1.0:
+            canvas = canvas / 255.0
+        probs, _, _ = self.classifier.raw_outputs(closer_look_inputs(canvas, det.boxes))
+        labels = probs.argmax(axis=1)
+        scores = det.scores * probs[np.arange(len(labels)), labels]
+        return Detections(det.boxes, scores.astype(np.float32), labels.astype(np.int64))
 
     # -- any image -------------------------------------------------------------
     def read(self, image) -> Reading:
@@ -132,6 +161,29 @@ class Reader:
         digits.sort(key=lambda d: d.box[0] + d.box[2])
         message = "" if digits else "no digit found"
         return Reading(tuple(digits), size, message, x)
+
+
+def closer_look_inputs(canvas: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, 75, 75, 1) single-digit inputs: each box's ink alone (outside its box
+    masked, so a neighbour's strokes do not intrude), centred, CLOSER_LOOK_INK px tall."""
+    h, w = canvas.shape
+    out = np.zeros((len(boxes), 75, 75, 1), np.float32)
+    for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64)):
+        ix0, iy0 = max(0, int(np.floor(x0)) - 1), max(0, int(np.floor(y0)) - 1)
+        ix1, iy1 = min(w, int(np.ceil(x1)) + 1), min(h, int(np.ceil(y1)) + 1)
+        if ix1 <= ix0 or iy1 <= iy0:
+            continue
+        alone = np.zeros_like(canvas)
+        alone[iy0:iy1, ix0:ix1] = canvas[iy0:iy1, ix0:ix1]
+        side = max(x1 - x0, y1 - y0, 1.0) * 75 / CLOSER_LOOK_INK
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        crop = Image.fromarray(alone, mode="F").crop(
+            (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
+        x = np.asarray(crop.resize((75, 75), Image.BOX if side > 75 else Image.BILINEAR),
+                       np.float32)
+        peak = float(x.max())
+        out[k, ..., 0] = np.clip(x / peak, 0, 1) if peak > 0.05 else x
+    return out
 
 
 def digit_height(ink: np.ndarray) -> float:

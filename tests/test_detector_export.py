@@ -25,7 +25,7 @@ def test_export_parity_and_reading(tiny_detector, tmp_path, mnist, fmt):
     ImageDraw.Draw(img).line([(80, 20), (80, 100)], fill=0, width=10)
     ImageDraw.Draw(img).line([(150, 20), (210, 20), (170, 100)], fill=0, width=10)
     keras_reading = Reader(model, cfg).read(img)
-    export_reader = Reader.load(out)
+    export_reader = Reader.load(out, classifier=None)   # the detector's own labels, as above
     export_reader.config = cfg            # an export carries no sidecar config
     exported = export_reader.read(img)
     assert exported.text == keras_reading.text

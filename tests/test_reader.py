@@ -91,3 +91,31 @@ def test_reading_unpacks_as_tuples():
     label, confidence, box, box_normalized = d
     r = Reading((d, d._replace(label=6)), (10, 10))
     assert r.text == "26" and r.to_dict()["digits"][1]["label"] == 6
+
+
+def test_closer_look_frames_each_digit_alone_and_relabels():
+    from locmnist.decoding import Detections
+    from locmnist.reader import CLOSER_LOOK_INK, closer_look_inputs
+
+    canvas = np.zeros((64, 120), np.float32)
+    canvas[10:50, 20:40] = 1.0                 # the digit: 40 px tall
+    canvas[10:50, 41:60] = 1.0                 # a neighbour touching its box
+    box = np.array([[20, 10, 40, 50]], np.float32)
+    x = closer_look_inputs(canvas, box)[0, ..., 0]
+    b = tight_box(x, 0.5)
+    assert abs((b[3] - b[1]) - CLOSER_LOOK_INK) <= 2      # framed as the classifier learned
+    assert abs((b[0] + b[2]) / 2 - 37.5) <= 2             # centred
+    assert b[2] - b[0] <= 25 + 2                          # the neighbour is masked out
+
+    class Classifier:                                      # always very sure it is a 3
+        def raw_outputs(self, canvases):
+            probs = np.full((len(canvases), 10), 0.01, np.float32)
+            probs[:, 3] = 0.91
+            return probs, np.zeros((len(canvases), 4)), None
+
+    det = Detections(box, np.array([0.8], np.float32), np.array([8]))
+    reader = Reader(runner=lambda x: None, classifier=Classifier())
+    looked = reader.closer_look(canvas, det)
+    assert looked.labels.tolist() == [3]
+    assert looked.scores[0] == pytest.approx(0.8 * 0.91)
+    assert Reader(runner=lambda x: None).closer_look(canvas, det) is det
