@@ -56,6 +56,10 @@ def run(args) -> int:
     model, config = (load_detector_file if detector else load_model_file)(source)
     path = export_model(model, args.format, args.out, config=config)
     copy_calibration(source, path)
+    if detector and config is not None and args.format != "keras":
+        from locmnist.runs import sidecar
+
+        config.save(sidecar(path, "config"))  # the reader's threshold travels with the export
     result = {"format": args.format, "model": str(source), "out": str(path)}
     if args.check:
         if detector:

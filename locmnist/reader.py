@@ -81,8 +81,12 @@ class Reader:
         if path.suffix.lower() == ".tflite" or (path / "saved_model.pb").is_file():
             from locmnist.export import load_detector_export
 
+            from locmnist.runs import sidecar
+
             fmt = "tflite" if path.suffix.lower() == ".tflite" else "savedmodel"
-            return cls(None, None, str(path), runner=load_detector_export(path, fmt),
+            cfg_path = sidecar(path, "config")   # written by ``export`` beside the export
+            config = DetectorConfig.load(cfg_path) if cfg_path.is_file() else None
+            return cls(None, config, str(path), runner=load_detector_export(path, fmt),
                        classifier=classifier)
         model, config = load_detector_file(path)
         return cls(model, config, str(path), classifier=classifier)

@@ -25,8 +25,9 @@ def test_export_parity_and_reading(tiny_detector, tmp_path, mnist, fmt):
     ImageDraw.Draw(img).line([(80, 20), (80, 100)], fill=0, width=10)
     ImageDraw.Draw(img).line([(150, 20), (210, 20), (170, 100)], fill=0, width=10)
     keras_reading = Reader(model, cfg).read(img)
+    cfg.save(out.with_name(out.name.rsplit(".", 1)[0] + ".config.json"))  # as export does
     export_reader = Reader.load(out, classifier=None)   # the detector's own labels, as above
-    export_reader.config = cfg            # an export carries no sidecar config
+    assert export_reader.config == cfg
     exported = export_reader.read(img)
     assert exported.text == keras_reading.text
     for a, b in zip(exported.digits, keras_reading.digits):
