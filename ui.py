@@ -82,7 +82,8 @@ def model_options() -> dict[str, str]:
     if default.exists():
         options[str(default)] = f"Shipped default ({default.name})"
     for run in runs.list_runs():
-        if run.has_model and not run.live and run.state != runs.UNREADABLE:
+        if (run.has_model and not run.live and run.state != runs.UNREADABLE
+                and not is_detector_run(run)):
             options[str(run.model_path)] = f"Run {run.id} ({run.state})"
     for path, name in st.session_state.get(UPLOADED_MODELS, {}).items():
         options[path] = f"Uploaded: {name}"
@@ -126,6 +127,81 @@ def load_predictor(path: Path | None):
     except InvalidModel as e:
         st.error(md_escape(hide_paths(str(e))))
         return None
+
+
+# --- the multi-digit detector (locmnist.reader) -----------------------------------
+
+ACTIVE_DETECTOR = "active_detector"  # session key: the detector every page uses
+
+
+def is_detector_run(run) -> bool:
+    """Whether a run (``runs.RunInfo``) trained a detector: its config says so."""
+    from locmnist.detector_config import is_detector_config
+
+    return is_detector_config(run.config)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_reader(path: str, mtime: float):
+    """One Reader per (file, modification time), like ``_load_predictor``."""
+    from locmnist.reader import Reader
+
+    return Reader.load(path)
+
+
+def active_detector() -> Path:
+    return Path(st.session_state.get(ACTIVE_DETECTOR) or runs.default_detector_path())
+
+
+def use_detector(path: Path) -> None:
+    st.session_state[ACTIVE_DETECTOR] = str(path)
+
+
+def detector_options() -> dict[str, str]:
+    """{path: label} of the detectors one can pick: the shipped one and finished runs."""
+    options = {}
+    shipped = runs.default_detector_path()
+    if shipped.exists():
+        options[str(shipped)] = f"Shipped detector ({shipped.name})"
+    for run in runs.list_runs():
+        if (run.has_model and not run.live and run.state != runs.UNREADABLE
+                and is_detector_run(run)):
+            options[str(run.model_path)] = f"Run {run.id} ({run.state})"
+    return options
+
+
+def detector_picker(key: str) -> Path | None:
+    """Pick the detector that reads whole numbers (shared across pages), or None."""
+    options = detector_options()
+    if not options:
+        st.warning("No detector yet, so numbers are not read: train one on the **Train** page "
+                   f"(preset detect-quick) or ship `{hide_paths(runs.default_detector_path())}`.")
+        return None
+    current = str(active_detector())
+    keys = list(options)
+    choice = st.selectbox("Detector (reads the whole number)", keys,
+                          index=keys.index(current) if current in keys else 0,
+                          format_func=options.get, key=f"{key}_detector")
+    if choice != current:
+        use_detector(Path(choice))
+    return Path(choice)
+
+
+def load_reader(path: Path | None):
+    """The cached Reader for a picked detector, or None after showing why it cannot be used."""
+    from locmnist.model_files import InvalidModel
+
+    if path is None:
+        return None
+    try:
+        mtime = Path(path).stat().st_mtime
+        with st.spinner("Loading the detector..."):
+            return _load_reader(str(path), mtime)
+    except OSError:
+        st.error(md_escape(f"No detector file at {hide_paths(str(path))}."))
+    except InvalidModel as e:
+        st.error(md_escape(hide_paths(str(e))))
+    return None
 
 
 UPLOAD_MAX_AGE_S = 24 * 3600  # a public server must not fill its disk with strangers' models
@@ -249,37 +325,68 @@ def server_settings():
     return ServerSettings.load()
 
 
-UPLOAD_CACHE = "upload_predictions"  # session key: {(model, mtime, sha256): result}
+UPLOAD_CACHE = "upload_predictions"  # session key: {(models, sha256): result}
+CACHE_ENTRIES = 32
 
 
-def predict_upload(predictor, model_path, data: bytes):
-    """(Prediction, small display image) for an uploaded image, cached by content hash.
+def _mtime(path) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except (OSError, TypeError):
+        return 0.0
 
-    A rerun (every canvas stroke) finds the result here instead of decoding and
-    predicting every upload again. Per session, and at most 32 entries. Raises InvalidImage.
+
+def _cached(key_data: bytes, models: tuple, compute):
+    """``compute()``, or its result for the same content and models earlier in this session.
+
+    A rerun (every canvas stroke, every widget) finds its answers here instead of
+    decoding, predicting and reading every input again. Per session, at most
+    CACHE_ENTRIES entries. An InvalidImage is cached and raised again.
     """
     import hashlib
 
-    from locmnist.preprocess import InvalidImage, open_image
+    from locmnist.preprocess import InvalidImage
 
-    try:
-        mtime = Path(model_path).stat().st_mtime
-    except OSError:
-        mtime = 0.0
-    key = (str(model_path), mtime, hashlib.sha256(data).hexdigest())
+    key = (tuple((str(m), _mtime(m)) for m in models), hashlib.sha256(key_data).hexdigest())
     cache = st.session_state.setdefault(UPLOAD_CACHE, {})
     if key not in cache:
         try:
-            image = open_image(data)
-            result = (predictor.predict(image), display_copy(image))
+            result = compute()
         except InvalidImage as e:
             result = e
-        while len(cache) >= 32:
+        while len(cache) >= CACHE_ENTRIES:
             cache.pop(next(iter(cache)))
         cache[key] = result
     if isinstance(cache[key], InvalidImage):
         raise cache[key]
     return cache[key]
+
+
+def predict_upload(predictor, model_path, data: bytes, reader=None, detector_path=None):
+    """(Prediction, Reading or None, small display image) for an uploaded image.
+
+    The single-digit model and, given a ``reader``, the detector both read it; cached by
+    content hash (``_cached``). Raises InvalidImage.
+    """
+    from locmnist.preprocess import open_image
+
+    def compute():
+        image = open_image(data)
+        return (predictor.predict(image), reader.read(image) if reader else None,
+                display_copy(image))
+
+    return _cached(data, (model_path, detector_path), compute)
+
+
+def predict_drawing(predictor, model_path, rgba: np.ndarray, reader=None, detector_path=None):
+    """(Prediction, Reading or None) for the canvas drawing (H, W, 4) uint8, cached by
+    content like uploads: changing another widget does not run the models again."""
+    def compute():
+        return predictor.predict(rgba), reader.read(rgba) if reader else None
+
+    shape = np.asarray(rgba.shape, np.int64).tobytes()
+    return _cached(shape + np.ascontiguousarray(rgba).tobytes(), (model_path, detector_path),
+                   compute)
 
 
 def display_copy(image, side: int = 560):
@@ -328,6 +435,16 @@ def overlay(image, box_normalized, width: int = 280, true_box=None):
 
     return framed(draw_boxes(framed(on_white(image), width), predicted=box_normalized,
                              true=true_box))
+
+
+def reading_overlay(image, reading, width: int = 280):
+    """``image`` resized to ``width`` with every digit the detector read boxed and labelled."""
+    from locmnist.boxes import draw_boxes
+
+    img = framed(on_white(image), width)
+    for digit in reading.digits:
+        img = draw_boxes(img, predicted=digit.box_normalized, label=str(digit.label))
+    return framed(img)
 
 
 def model_view(prediction, scale: int = 4):

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CANVAS_PX = 280                 # the canvas as the page draws it, CSS pixels
-MAX_SIDE = 4 * CANVAS_PX        # a high-DPI screen sends up to 4x as many pixels
+CANVAS_PX = 280                 # the canvas's height as the page draws it, CSS pixels
+CANVAS_WIDTH = 2 * CANVAS_PX    # wide enough for a number of 4 or more digits
+MAX_SIDE = 4 * CANVAS_WIDTH     # a high-DPI screen sends up to 4x as many pixels
 MAX_PNG_BYTES = 4 * MAX_SIDE * MAX_SIDE + 2**16   # more than an uncompressed RGBA canvas
 MAX_OBJECTS = 5000              # strokes and boxes
-MAX_COORD = 100 * CANVAS_PX     # coordinates and sizes, canvas pixels
+MAX_COORD = 100 * CANVAS_WIDTH    # coordinates and sizes, canvas pixels
 MAX_SCALE = 100.0
 ORIGIN = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}  # Fabric.js
 NUMBER_FIELDS = {"left": 0, "top": 0, "width": 0, "height": 0, "scaleX": 1, "scaleY": 1}
@@ -112,7 +113,8 @@ def last_user_box(json_data) -> tuple[float, float, float, float] | None:
     x0 = v["left"] - ORIGIN[origin_x] * w
     y0 = v["top"] - ORIGIN[origin_y] * h
     box = (min(x0, x0 + w), min(y0, y0 + h), max(x0, x0 + w), max(y0, y0 + h))
-    return tuple(float(min(max(c / CANVAS_PX, 0.0), 1.0)) for c in box)
+    sides = (CANVAS_WIDTH, CANVAS_PX, CANVAS_WIDTH, CANVAS_PX)
+    return tuple(float(min(max(c / side, 0.0), 1.0)) for c, side in zip(box, sides))
 
 
 def _number(value, name: str) -> float:

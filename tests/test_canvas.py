@@ -50,17 +50,18 @@ def result(data: bytes | None = None, json_data=None, url=None):
 
 
 def test_last_user_box_reads_fabric_rects_in_canvas_pixels():
+    # The canvas is 560 x 280 CSS pixels: x is divided by 560, y by 280.
     assert last_user_box(None) is None
     assert last_user_box({"objects": [{"type": "Path", "left": 1, "top": 1}]}) is None
-    assert last_user_box({"objects": [RECT]}) == (0.2, 0.1, 0.7, 0.6)
+    assert last_user_box({"objects": [RECT]}) == (0.1, 0.1, 0.35, 0.6)
     centred = {**RECT, "left": 126, "top": 98, "originX": "center", "originY": "center"}
-    assert last_user_box({"objects": [RECT, centred]}) == (0.2, 0.1, 0.7, 0.6)
+    assert last_user_box({"objects": [RECT, centred]}) == (0.1, 0.1, 0.35, 0.6)
 
 
 def test_a_normal_drawing_is_read():
     c = read_canvas(result(png(), {"objects": [RECT]}))
     assert c.rgba.shape == (280, 280, 4) and c.rgba.dtype == np.uint8
-    assert c.user_box == (0.2, 0.1, 0.7, 0.6)
+    assert c.user_box == (0.1, 0.1, 0.35, 0.6)
     assert read_canvas(result(None, None)) is None     # nothing drawn yet
     assert read_canvas(result(png((560, 560)), None)).rgba.shape == (560, 560, 4)  # HiDPI
 
