@@ -24,6 +24,10 @@ UPLOAD_OPTION = "__upload__"
 # (history key, chart title) -- the reference notebook's three plots, then IoU.
 CURVES = (("bounding_box_mse", "Bounding-box MSE"), ("classification_loss", "Classification loss"),
           ("classification_accuracy", "Classification accuracy"), ("bounding_box_iou", "IoU"))
+# The detector's: every loss term, then validation mAP (COCOeval) per epoch.
+DETECTOR_CURVES = (("loss", "Total loss"), ("heatmap_loss", "Centre heatmap loss (focal)"),
+                   ("size_loss", "Box size loss (L1)"), ("offset_loss", "Centre offset loss (L1)"),
+                   ("map50", "Validation mAP@0.5"), ("map", "Validation mAP@0.5:0.95"))
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692",
            "#B6E880")
 
@@ -493,6 +497,13 @@ def curves_figure(histories: dict[str, dict], metric: str, title: str):
                       xaxis=dict(title="epoch", dtick=max(1, math.ceil(longest / 12))),
                       legend=dict(orientation="h", y=-0.3))
     return fig
+
+
+def curves_for(config: dict | None) -> tuple:
+    """The curves worth plotting for a run with this saved config: a detector's or not."""
+    from locmnist.detector_config import is_detector_config
+
+    return DETECTOR_CURVES if is_detector_config(config) else CURVES
 
 
 def curves_grid(histories: dict[str, dict], key: str, metrics=CURVES) -> None:

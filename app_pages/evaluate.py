@@ -1,5 +1,10 @@
-"""Evaluate: a model on the published test split, with its worst predictions, its
-calibration (reliability diagram) and its "not a digit" trade-off on the negative test split."""
+"""Evaluate: a model on its published test split, with its worst answers.
+
+A single-digit model is scored on the 10,000-canvas test split, with its calibration
+(reliability diagram) and its "not a digit" trade-off on the negative test split; a
+detector on the detection test split (``locmnist.detection_eval``: COCO mAP, AP per
+class, the precision-recall curve, number accuracy), with the canvases it read worst.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +17,18 @@ RESULT = "evaluation"    # session key: the last result, with what it was comput
 GALLERY = 12
 
 
+TASKS = ("Single-digit model", "Detector (numbers)")
+DET_SIZES = (500, 1000, 2000, 0)    # 0: the whole detection test split
+DET_RESULT = "detector_evaluation"  # session key, like RESULT
+
+
 def render() -> None:
     st.title("Evaluate")
+    task = st.radio("Evaluate", TASKS, horizontal=True, key="evaluate_task",
+                    label_visibility="collapsed")
+    if task == TASKS[1]:
+        detector_section()
+        return
     st.caption("Score a model on the fixed test split: 10,000 canvases made from the MNIST "
                "test digits, the same for every model.")
     predictor = ui.load_predictor(ui.model_picker("evaluate"))
@@ -181,3 +196,129 @@ def gallery(worst: list[dict]) -> None:
         img = ui.framed(draw_boxes(ink, predicted=w["pred_box"], true=w["true_box"], scale=2))
         cols[i % 6].image(img, caption=f"true {w['label']}, predicted {w['pred']} "
                                        f"({w['confidence']:.0%}), IoU {w['iou']:.2f}")
+
+
+# --- the detector ---------------------------------------------------------------------
+
+def detector_section() -> None:
+    st.caption("Score a detector on the fixed detection test split: every MNIST test digit "
+               "once, in rows like numbers, scattered and alone, plus canvases with no digit. "
+               "mAP comes from pycocotools' COCOeval.")
+    reader = ui.load_reader(ui.detector_picker("evaluate"))
+    if reader is None:
+        return
+    n = st.select_slider("Test canvases", DET_SIZES, value=500, key="evaluate_det_n",
+                         format_func=lambda v: "all" if v == 0 else f"{v:,}")
+    wanted = (reader.source, n)
+    if st.button("Evaluate", key="evaluate_det_run", type="primary"):
+        st.session_state[DET_RESULT] = evaluate_detector(reader, n) | {"for": wanted}
+    result = st.session_state.get(DET_RESULT)
+    if result and result["for"] == wanted:
+        show_detector(result)
+
+
+def evaluate_detector(reader, n: int) -> dict:
+    from locmnist.detection_eval import evaluate_detector as score
+
+    bar = st.progress(0.0, text="Preparing the detection test split (once per server)...")
+    metrics, d = score(reader, limit=n or None, return_details=True,
+                       progress=lambda f: bar.progress(f, text=f"Detecting: {f:.0%}"))
+    bar.empty()
+    scenes, readings = d["scenes"], d["readings"]
+    mistakes = [canvas_mistakes(scenes.boxes[i], scenes.labels[i], readings[i])
+                for i in range(len(scenes))]
+    worst = sorted(range(len(scenes)), key=lambda i: -mistakes[i])[:GALLERY]
+    gallery_items = [{"canvas": scenes.canvases[i], "kind": str(scenes.kinds[i]),
+                      "true_boxes": scenes.boxes[i], "true_text": scenes.text(i),
+                      "reading": readings[i], "mistakes": mistakes[i]} for i in worst if mistakes[i]]
+    return {"metrics": metrics, "worst": gallery_items}
+
+
+def canvas_mistakes(true_boxes, true_labels, reading, threshold: float = 0.5) -> int:
+    """Missed digits plus wrong or extra detections on one canvas: each true digit matches
+    at most one detection of its label at IoU >= ``threshold``, best first."""
+    from locmnist.boxes import iou
+
+    unmatched = list(range(len(reading.boxes)))
+    missed = 0
+    for box, label in zip(true_boxes, true_labels):
+        best, best_iou = None, threshold
+        for j in unmatched:
+            overlap = float(iou(box, reading.boxes[j]))
+            if int(reading.labels[j]) == int(label) and overlap >= best_iou:
+                best, best_iou = j, overlap
+        if best is None:
+            missed += 1
+        else:
+            unmatched.remove(best)
+    return missed + len(unmatched)
+
+
+def show_detector(result: dict) -> None:
+    m = result["metrics"]
+    cols = st.columns(5)
+    cols[0].metric("mAP@0.5", f"{m['map50']:.3f}")
+    cols[1].metric("mAP@0.5:0.95", f"{m['map']:.3f}")
+    rate = lambda v: "—" if v is None else f"{v:.1%}"
+    cols[2].metric("Number accuracy", rate(m["number_accuracy"]),
+                   help="Row canvases of 2-5 digits read exactly, left to right.")
+    cols[3].metric("Single digits: one right box", rate(m["single_digit_one_right"]))
+    cols[4].metric("No-digit canvases left empty", rate(m["negatives_clean"]))
+    st.caption(f"{m['n_canvases']:,} test canvases, {m['n_digits']:,} digits; "
+               f"{m['numbers']:,} numbers of 2-5 digits. Reading threshold "
+               f"{m['score_threshold']:g}.")
+    a, b = st.columns(2)
+    with a:
+        st.plotly_chart(ap_figure(m["ap_per_class"], m["ap50_per_class"]), width="stretch",
+                        key="evaluate_ap")
+    with b:
+        st.plotly_chart(pr_figure(m["pr_curve"]), width="stretch", key="evaluate_pr")
+    st.subheader("Worst canvases")
+    st.caption("True boxes in green, the detector's in red with their labels; "
+               "most mistakes (missed, wrong or extra digits) first.")
+    if not result["worst"]:
+        st.success("Every canvas was read right.")
+    detector_gallery(result["worst"])
+
+
+def ap_figure(ap: dict, ap50: dict):
+    import plotly.graph_objects as go
+
+    fig = go.Figure([go.Bar(name="AP@0.5", x=list(ap50), y=list(ap50.values())),
+                     go.Bar(name="AP@0.5:0.95", x=list(ap), y=list(ap.values()))])
+    fig.update_layout(title="AP per digit", barmode="group", height=380,
+                      xaxis=dict(title="digit", dtick=1), yaxis=dict(range=[0, 1]),
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def pr_figure(curve: dict):
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines",
+                               hovertemplate="recall %{x:.2f}: precision %{y:.3f}<extra></extra>"))
+    fig.update_layout(title="Precision-recall at IoU 0.5 (mean over digits)", height=380,
+                      xaxis=dict(title="recall", range=[0, 1]),
+                      yaxis=dict(title="precision", range=[0, 1.02]),
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def detector_gallery(worst: list[dict], scale: int = 2) -> None:
+    from locmnist.boxes import draw_boxes
+    from locmnist.detection_eval import read_text
+
+    cols = st.columns(4)
+    for i, w in enumerate(worst):
+        # Dark ink on white paper, enlarged; boxes are in canvas pixels, so scaled alike.
+        img = draw_boxes(1.0 - w["canvas"][..., 0] / 255.0, scale=scale)
+        for box in w["true_boxes"]:
+            img = draw_boxes(img, true=np.asarray(box) * scale, normalized=False)
+        reading = w["reading"]
+        for box, label in zip(reading.boxes, reading.labels):
+            img = draw_boxes(img, predicted=np.asarray(box) * scale, label=str(int(label)),
+                             normalized=False)
+        n = w["mistakes"]
+        cols[i % 4].image(ui.framed(img), caption=f"{w['kind']}: true {w['true_text'] or '—'}, "
+                                                  f"read {read_text(reading) or '—'} "
+                                                  f"({n} mistake{'s' if n > 1 else ''})")

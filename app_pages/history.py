@@ -1,4 +1,8 @@
-"""History: training curves of the shipped model and of every run, overlaid to compare."""
+"""History: training curves of the shipped models and of every run, overlaid to compare.
+
+Single-digit models and detectors log different things (a detector: its loss terms and
+validation mAP), so each kind gets its own grid of curves.
+"""
 from __future__ import annotations
 
 import csv
@@ -11,7 +15,7 @@ import streamlit as st
 
 import ui
 from locmnist import runs
-from locmnist.run_files import parse_history, read
+from locmnist.run_files import parse_config, parse_history, read
 
 
 @dataclass
@@ -19,21 +23,23 @@ class Source:
     history: dict
     model: Path | None
     name: str          # for download file names (our own run ids, never user text)
+    config: dict | None = None  # the saved config: says whether it is a detector
 
 
 def sources() -> dict[str, Source]:
-    """{label: Source} for the shipped default (if its history exists) and every run."""
+    """{label: Source} for the shipped models (if their history exists) and every run."""
     found = {}
-    default = runs.default_model_path()
-    shipped = read(runs.sidecar(default, "history"), parse_history)
-    if shipped:
-        found["Shipped default"] = Source(shipped, default if default.exists() else None,
-                                          "default")
+    for label, model, name in (("Shipped default", runs.default_model_path(), "default"),
+                               ("Shipped detector", runs.default_detector_path(), "detector")):
+        shipped = read(runs.sidecar(model, "history"), parse_history)
+        if shipped:
+            found[label] = Source(shipped, model if model.exists() else None, name,
+                                  read(runs.sidecar(model, "config"), parse_config))
     for run in runs.list_runs():
         history = read(run.dir / runs.HISTORY, parse_history)
         if history:
             found[f"{run.id} ({run.state})"] = Source(
-                history, run.model_path if run.has_model else None, run.id)
+                history, run.model_path if run.has_model else None, run.id, run.config)
     return found
 
 
@@ -54,7 +60,15 @@ def render() -> None:
     if not chosen:
         st.info("Choose at least one run.")
         return
-    ui.curves_grid({label: found[label].history for label in chosen}, key="history")
+    # One grid per kind of model: a detector's curves are not a single-digit model's.
+    kinds = {}
+    for label in chosen:
+        kinds.setdefault(ui.curves_for(found[label].config), []).append(label)
+    for curves, labels in kinds.items():
+        if len(kinds) > 1:
+            st.subheader("Detectors" if curves == ui.DETECTOR_CURVES else "Single-digit models")
+        ui.curves_grid({label: found[label].history for label in labels},
+                       key=f"history_{curves[0][0]}", metrics=curves)
     st.subheader("Downloads")
     for label in chosen:
         downloads(label, found[label])
