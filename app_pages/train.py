@@ -39,22 +39,41 @@ def render() -> None:
             final_panel(run_dir)
 
 
+PRESET_HELP = {
+    "quick": "a small single-digit net for about a minute on a laptop CPU",
+    "default": "the shipped single-digit model's recipe (about 15 minutes on 2 CPU cores)",
+    "seed": "the reference notebook's CNN and data",
+    "detect-quick": "a small multi-digit detector that reads whole numbers, in a few minutes",
+    "detect": "the shipped detector's recipe (reads whole numbers; the longest run)",
+}
+
+
 def training_form() -> str | None:
-    """The form; returns the id of a run it started, or of the run that blocked it."""
-    from locmnist.config import CANVAS_SIZE, PRESETS, Config, field_help, preset
+    """The form; returns the id of a run it started, or of the run that blocked it.
 
-    def help_for(*names):  # the fields' own help text, as the CLI's --help shows it
-        return "; ".join(f"{n}: {field_help(Config, n)}" for n in names)
+    Its fields, bounds and help come from the preset's config dataclass: the
+    localizer's Config, or the detector's DetectorConfig.
+    """
+    from locmnist.config import CANVAS_SIZE, PRESETS, field_help
+    from locmnist.detector_config import DETECTOR_PRESETS
 
-    name = st.selectbox("Preset", PRESETS, index=PRESETS.index("quick"), key="train_preset",
-                        help="quick: a small net for about a minute on a laptop CPU; "
-                             "default: the shipped model's recipe (about 15 minutes on "
-                             "2 CPU cores); "
-                             "seed: the reference notebook's CNN and data.")
+    names = (*PRESETS, *DETECTOR_PRESETS)
+    name = st.selectbox("Preset", names, index=names.index("quick"), key="train_preset",
+                        help="; ".join(f"{n}: {PRESET_HELP[n]}" for n in names if n in
+                                       PRESET_HELP) + ".")
+    cls = jobs.config_class(name)
+
+    def help_for(*fields):  # the fields' own help text, as the CLI's --help shows it
+        return "; ".join(f"{n}: {field_help(cls, n)}" for n in fields)
     overrides = jobs.env_overrides()
     limits = ui.server_settings()
-    # The form starts from what a run will use: the preset, then any server overrides.
-    base = preset(name, **{k: v for k, v in overrides.items() if k != "preset"})
+    # The form starts from what a run will use: the preset, then any server overrides
+    # that its kind of config has.
+    fields = jobs.config_fields(name)
+    base = jobs.make_config(name, **{k: v for k, v in overrides.items() if k in fields})
+    detector = name in DETECTOR_PRESETS
+    canvas = ((base.canvas_width, base.canvas_height) if detector
+              else (CANVAS_SIZE, CANVAS_SIZE))
     max_epochs, max_digits = (200, 60_000) if limits.local else (limits.max_epochs,
                                                                  limits.max_train_digits)
     with st.form("train_form"):
@@ -66,16 +85,24 @@ def training_form() -> str | None:
             0 if limits.local else 1, max_digits,
             min(base.train_digits or max_digits, max_digits), step=1000,
             key=f"train_digits_{name}", help=help_for("train_digits"))
-        heights = st.slider(f"Digit height on the {CANVAS_SIZE}×{CANVAS_SIZE} canvas (px)", 4,
-                            CANVAS_SIZE - 2, (int(base.min_height), int(base.max_height)),
+        heights = st.slider(f"Digit height on the {canvas[0]}×{canvas[1]} training canvas (px)",
+                            4, canvas[1] - 2 if not detector else canvas[1] - 4,
+                            (int(base.min_height), int(base.max_height)),
                             key=f"train_heights_{name}",
                             help=help_for("min_height", "max_height"))
         limit = f"; it stops after {base.time_limit_s:.0f} s" if base.time_limit_s else ""
-        look = (f", a closer look at a {base.crop_size}×{base.crop_size} crop "
-                f"(widths {list(base.crop_widths)})" if base.crop_size and base.arch == "default"
-                else "")
-        st.caption(f"Batch {base.batch_size}, learning rate {base.learning_rate:g}, "
-                   f"conv widths {list(base.widths)}{look}{limit}.")
+        if detector:
+            st.caption(f"{base.canvases_per_epoch:,} fresh canvases per epoch, up to "
+                       f"{base.max_digits} digits each, {base.negative_fraction:.0%} with no "
+                       f"digit; batch {base.batch_size}, learning rate {base.learning_rate:g}, "
+                       f"conv widths {list(base.widths)}, head width {base.head_width}{limit}. "
+                       "Each epoch ends with validation mAP (COCOeval).")
+        else:
+            look = (f", a closer look at a {base.crop_size}×{base.crop_size} crop "
+                    f"(widths {list(base.crop_widths)})" if base.crop_size
+                    and base.arch == "default" else "")
+            st.caption(f"Batch {base.batch_size}, learning rate {base.learning_rate:g}, "
+                       f"conv widths {list(base.widths)}{look}{limit}.")
         if not limits.local:
             st.caption(f"On this server a run stops after {ui.fmt_seconds(limits.run_seconds)} "
                        f"(minutes:seconds) and uses at most {max_epochs} epochs and "
@@ -136,7 +163,8 @@ def live_progress(run_dir) -> None:
 def live_curves(run_dir) -> None:
     history = read(run_dir / runs.HISTORY, parse_history, {})
     if history:
-        ui.curves_grid({run_dir.name: history}, key="train_live")
+        ui.curves_grid({run_dir.name: history}, key="train_live",
+                       metrics=ui.curves_for(runs.run_info(run_dir).config))
     else:
         st.caption("The curves appear after the first epoch.")
 
@@ -160,20 +188,29 @@ def final_panel(run_dir) -> None:
         if ui.is_admin():
             with st.expander("Log"):
                 st.code(runs.log_tail(run_dir, 40) or "(empty)", language=None)
+    detector = ui.is_detector_run(info)
     if info.has_model:
         if st.button("Use this model", key="train_use_model", type="primary"):
-            ui.use_model(info.model_path)
-        if str(ui.active_model()) == str(info.model_path):
-            st.success("The Predict and Evaluate pages now use this model.")
+            (ui.use_detector if detector else ui.use_model)(info.model_path)
+        if str(ui.active_detector() if detector else ui.active_model()) == str(info.model_path):
+            st.success("The Predict and Evaluate pages now use this "
+                       + ("detector." if detector else "model."))
     history = read(run_dir / runs.HISTORY, parse_history, {})
     if history:
-        ui.curves_grid({info.id: history}, key="train_final")
+        ui.curves_grid({info.id: history}, key="train_final", metrics=ui.curves_for(info.config))
 
 
 def show_metrics(metrics: dict | None) -> None:
     if not metrics:
         return
     cols = st.columns(4)
+    if "map50" in metrics:  # a detector's, from locmnist.detection_eval
+        number = metrics.get("number_accuracy")
+        cols[0].metric("Test mAP@0.5", f"{metrics['map50']:.3f}")
+        cols[1].metric("mAP@0.5:0.95", f"{metrics['map']:.3f}")
+        cols[2].metric("Number accuracy", "—" if number is None else f"{number:.1%}")
+        cols[3].metric("Training time", ui.fmt_seconds(metrics.get("train_seconds")))
+        return
     cols[0].metric("Test accuracy", f"{metrics['accuracy']:.2%}")
     cols[1].metric("Mean IoU", f"{metrics['iou_mean']:.3f}")
     cols[2].metric("IoU ≥ 0.5", f"{metrics['iou_ge_0.5']:.1%}")

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from locmnist import runs
-from locmnist.config import PRESETS, Config, field_argv, field_overrides
+from locmnist.config import PRESETS, Config, field_argv, field_overrides, settable_fields
 from locmnist.files import atomic_write_json
 from locmnist.run_files import Job, Status, read
 from locmnist.runs import pid_alive, start_ticks
@@ -43,8 +43,12 @@ class TrainingBusy(RuntimeError):
 def env_overrides() -> dict:
     """``$LOCMNIST_TRAIN_OVERRIDES`` as {field: value}, plus ``preset`` if it names one.
 
-    Bad JSON, an unknown field or a value of the wrong type is a ValueError.
+    Fields of either config (the localizer's Config, the detector's DetectorConfig);
+    a run uses those its preset's config has. Bad JSON, an unknown field or a value
+    of the wrong type is a ValueError.
     """
+    from locmnist.detector_config import DETECTOR_PRESETS, DetectorConfig
+
     raw = os.environ.get("LOCMNIST_TRAIN_OVERRIDES", "").strip()
     if not raw:
         return {}
@@ -55,13 +59,38 @@ def env_overrides() -> dict:
     if not isinstance(d, dict):
         raise ValueError("LOCMNIST_TRAIN_OVERRIDES must be a JSON object of Config fields")
     name = d.pop("preset", None)
-    if name is not None and name not in PRESETS:
-        raise ValueError(f"LOCMNIST_TRAIN_OVERRIDES: preset must be one of {PRESETS}")
+    if name is not None and name not in PRESETS + DETECTOR_PRESETS:
+        raise ValueError(f"LOCMNIST_TRAIN_OVERRIDES: preset must be one of "
+                         f"{PRESETS + DETECTOR_PRESETS}")
+    localizer = {f.name for f in settable_fields(Config)}
     try:
-        fields = field_overrides(d, Config)
+        fields = {**field_overrides({k: v for k, v in d.items() if k not in localizer},
+                                    DetectorConfig),
+                  **field_overrides({k: v for k, v in d.items() if k in localizer}, Config)}
     except ValueError as e:
         raise ValueError(f"LOCMNIST_TRAIN_OVERRIDES: {e}") from None
     return {**fields, "preset": name} if name else fields
+
+
+def config_class(preset: str):
+    """The config dataclass of a preset: DetectorConfig for ``detect``, ``detect-quick``."""
+    from locmnist.detector_config import DETECTOR_PRESETS, DetectorConfig
+
+    return DetectorConfig if preset in DETECTOR_PRESETS else Config
+
+
+def make_config(preset: str, **fields):
+    """The config a run of ``preset`` uses (either kind). Raises ValueError."""
+    from locmnist.config import preset as localizer_preset
+    from locmnist.detector_config import detector_preset
+
+    make = detector_preset if config_class(preset) is not Config else localizer_preset
+    return make(preset, **fields)
+
+
+def config_fields(preset: str) -> set[str]:
+    """The names of the settable fields of ``preset``'s config dataclass."""
+    return {f.name for f in settable_fields(config_class(preset))}
 
 
 # --- processes -------------------------------------------------------------------
@@ -159,7 +188,8 @@ def start_training(preset: str = "quick", root: Path | None = None, *, limits=No
                    owner: str | None = None, **fields) -> str:
     """Launch a detached training; return its run id. Raises TrainingBusy or ValueError.
 
-    ``fields`` are settable Config fields (each one a ``train`` flag); they are checked
+    ``fields`` are settable fields of the preset's config (``config_class``: Config, or
+    DetectorConfig for the detector's presets), each one a ``train`` flag; they are checked
     here, in-process, so a bad form value is an error on the page, not a dead run.
     ``limits`` (a ``locmnist.settings.ServerSettings``) bounds the epochs and digits
     asked for (not ``$LOCMNIST_TRAIN_OVERRIDES``: the admin's) and caps the run's
@@ -167,22 +197,24 @@ def start_training(preset: str = "quick", root: Path | None = None, *, limits=No
     group is killed at the cap, even if this server is gone by then.
     ``owner`` is a secret of the starting session; only it may cancel (``may_cancel``).
     """
-    from locmnist.config import preset as make_config
-
     root = root or runs.runs_root()
-    fields = field_overrides(fields, Config)  # ValueError: an unknown field or a bad value
+    # ValueError: an unknown field or a bad value
+    fields = field_overrides(fields, config_class(preset))
     if limits is not None:  # what the visitor asked for; the admin's overrides are trusted
         asked = make_config(preset, **fields)
         limits.check_training(asked.epochs, asked.train_digits)
     overrides = env_overrides()
     preset = overrides.pop("preset", preset)
-    fields = {**fields, **overrides}
+    cls = config_class(preset)
+    # One override list serves both model kinds: a field this preset's config lacks
+    # (a localizer's dense_units for a detector) does not apply to it.
+    fields = {**fields, **{k: v for k, v in overrides.items() if k in config_fields(preset)}}
     cfg = make_config(preset, **fields)  # raises ValueError with a clear message
     cap = limits.run_seconds if limits is not None else None
     if cap:
         fields["time_limit_s"] = min(cfg.time_limit_s or cap, 0.75 * cap)
 
-    argv = ["train", "--preset", preset, *field_argv(fields, Config)]
+    argv = ["train", "--preset", preset, *field_argv(fields, cls)]
     _prune(root, limits)
     return _launch(root, runs.new_run_id(preset), argv, cap=cap, owner=owner, fields=fields,
                    preset=preset)

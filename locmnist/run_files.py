@@ -131,7 +131,9 @@ def parse_metrics(raw, file: str = "metrics.json") -> dict:
     """``metrics.json``: the test-split scores the pages show must be numbers."""
     if not isinstance(raw, dict):
         raise Unreadable(f"{file}: a {type(raw).__name__}, not an object")
-    for key in ("accuracy", "iou_mean", "iou_ge_0.5"):
+    # A detector's (locmnist.detection_eval) or a single-digit model's.
+    keys = ("map50", "map") if "map50" in raw else ("accuracy", "iou_mean", "iou_ge_0.5")
+    for key in keys:
         _typed(key, raw.get(key), NUM, file)
     return raw
 

@@ -77,7 +77,7 @@ def test_app_entry_renders_the_predict_page():
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
     assert at.title[0].value == "Predict"
-    assert [m.label for m in at.metric] == ["Predicted digit"] or not model_path().exists()
+    assert [m.label for m in at.metric] == ["Number", "Predicted digit"]  # the empty canvas
 
 
 @pytest.mark.parametrize("name", ["predict", "train", "history", "evaluate"])
@@ -98,7 +98,8 @@ def test_upload_shows_the_predicted_digit_and_per_file_errors():
     values = [m.value for m in at.metric if m.label == "Predicted digit"]
     assert values == ["—", str(first_label), str(second_label)]  # [0]: the empty canvas
     assert any(e.value.startswith("broken\\.png: not a supported image") for e in at.error)
-    assert len(at.get("image")) == 4  # each digit: its overlay and the model's 75x75 view
+    # Each digit: every digit boxed by the detector, the single-digit box, the 75x75 view.
+    assert len(at.get("image")) == 6
 
 
 @needs_model
@@ -141,7 +142,7 @@ def test_an_invalid_uploaded_model_is_a_clear_error(tmp_path):
     assert not at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("evil\\.keras "), errors  # markdown-escaped
-    assert [m.value for m in at.metric] == ["—"]  # only the empty canvas: nothing predicted
+    assert [m.value for m in at.metric] == ["—", "—"]  # the empty canvas: nothing predicted
 
 
 def test_a_crafted_huge_model_upload_is_refused_before_it_is_saved(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """End to end: `streamlit run app.py` on a free port, driven by Debian's Chromium.
 
-Draws a 7 with mouse strokes (and an X, which is not a digit), trains a tiny model from the Train page while
+Draws a 7 with mouse strokes (both models read 7) and an X (not a digit), writes "42"
+(the detector reads the number, two boxes), trains a tiny model from the Train page while
 switching pages, and compares runs on History. Screenshots go to
 $LOCMNIST_SCREENSHOTS (scripts/screenshots.py points it at docs/) or a temp dir.
 Run alone with ``pytest -m e2e``.
@@ -169,7 +170,9 @@ def test_draw_a_seven_and_see_seven_with_its_box(server, browser, page, shots):
                               .some(e => /^\\d$/.test(e.innerText.trim()))""", timeout=90_000)
     first_s = time.monotonic() - opened
     assert value.inner_text().strip() == "7"
-    overlay = page.locator('[data-testid="stImage"]').filter(has_text="predicted box in red")
+    # One digit: the detector reads the same digit as the single-digit model.
+    metric_value(page, "Number").filter(has_text="7").wait_for()
+    overlay = page.locator('[data-testid="stImage"]').filter(has_text="single-digit model's box")
     overlay.locator("img").wait_for()
     assert overlay.locator("img").evaluate("i => i.naturalWidth") == 280
     wait_plotly(page, 1)
@@ -230,6 +233,37 @@ def test_draw_an_x_and_see_not_a_digit(server, page, shots):
     assert page.get_by_text("Probabilities (no digit chosen)").count() >= 1
     settle(page)
     page.screenshot(path=str(shots / "not_a_digit.png"))
+
+
+# "42" as mouse strokes on the 560x280 canvas (CSS pixels): an open 4, then a 2.
+FOUR = [[(130, 50), (70, 170), (190, 170)], [(160, 90), (160, 240)]]
+TWO = [[(270, 95), (290, 60), (330, 45), (375, 60), (390, 100), (370, 145), (280, 235),
+        (400, 235)]]
+
+
+def test_draw_42_and_read_the_number(server, page, shots):
+    if not (REPO / "models" / "detector.keras").exists():
+        pytest.skip("the shipped detector models/detector.keras is missing")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.goto(server["url"])
+    canvas = page.locator(".st-key-predict_canvas canvas").last
+    canvas.wait_for()
+    for points in FOUR + TWO:
+        stroke(page, canvas, points)
+    number = metric_value(page, "Number")
+    try:  # each stroke's end reruns the page; wait for the last answer
+        number.filter(has_text=re.compile(r"^\s*42\s*$")).wait_for(timeout=90_000)
+    except PlaywrightTimeout:
+        pass  # the assertion below says what was read instead
+    settle(page)
+    assert number.inner_text().strip() == "42"
+    boxed = page.locator('[data-testid="stImage"]').filter(has_text="read by the detector")
+    assert "2 digits read by the detector" in boxed.inner_text()
+    assert boxed.locator("img").evaluate("i => i.naturalWidth") == 560
+    wait_plotly(page, 1)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / "number.png"))
 
 
 def test_train_while_switching_pages_then_compare_in_history(server, page, shots):
