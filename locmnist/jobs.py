@@ -214,7 +214,11 @@ def start_training(preset: str = "quick", root: Path | None = None, *, limits=No
     if cap:
         fields["time_limit_s"] = min(cfg.time_limit_s or cap, 0.75 * cap)
 
-    argv = ["train", "--preset", preset, *field_argv(fields, cls)]
+    # `train` has one flag per field; a field both configs have keeps Config's flag.
+    shared = config_fields("quick")
+    argv = ["train", "--preset", preset,
+            *field_argv({k: v for k, v in fields.items() if k in shared}, Config),
+            *field_argv({k: v for k, v in fields.items() if k not in shared}, cls)]
     _prune(root, limits)
     return _launch(root, runs.new_run_id(preset), argv, cap=cap, owner=owner, fields=fields,
                    preset=preset)

@@ -17,7 +17,8 @@ needs_detector = pytest.mark.skipif(not default_detector_path().exists(),
 # server's overrides (LOCMNIST_TRAIN_OVERRIDES) make the net tiny. dense_units is a
 # single-digit model's field: a detector run leaves it out.
 TINY_DETECTOR = {"train_digits": 512, "val_digits": 256, "batch_size": 64,
-                 "widths": [4, 8, 8, 8], "dense_units": 16, "time_limit_s": 0}
+                 "canvases_per_epoch": 640, "widths": [4, 8, 8, 8], "dense_units": 16,
+                 "time_limit_s": 0}
 
 
 @pytest.fixture(autouse=True)
@@ -163,8 +164,8 @@ def test_train_page_tiny_detector_run_to_completion(runs, monkeypatch):
     assert any(s.value.startswith("Started run") for s in at.success)
     run_id = at.session_state["train_run"]
     config = json.loads((runs / run_id / "config.json").read_text())
-    assert (config["kind"], config["preset"], config["epochs"], config["widths"]) == (
-        "detector", "detect-quick", 1, [4, 8, 8, 8])
+    assert (config["kind"], config["preset"], config["epochs"], config["widths"],
+            config["canvases_per_epoch"]) == ("detector", "detect-quick", 1, [4, 8, 8, 8], 640)
 
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:

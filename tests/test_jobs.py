@@ -194,3 +194,32 @@ def test_browser_runs_are_bounded_and_stopped_at_the_wall_clock_cap(tmp_path, mo
     assert time.monotonic() - started < 14
     info = runs.run_info(tmp_path / run_id)
     assert not info.live and jobs.active_run_id(tmp_path) is None
+
+
+@pytest.mark.parametrize("preset", ["quick", "detect-quick"])
+def test_a_run_of_either_model_kind_gets_the_flags_train_accepts(tmp_path, monkeypatch, preset):
+    """The Train form's fields and the server's overrides become `train` flags that the CLI
+    parses back into the same config; a localizer-only override skips a detector run."""
+    from locmnist.cli import _parser
+
+    monkeypatch.setenv("LOCMNIST_TRAIN_OVERRIDES", json.dumps(
+        {"train_digits": 512, "widths": [4, 8, 8, 8], "dense_units": 16,
+         "canvases_per_epoch": 640, "time_limit_s": 0}))
+    launched = {}
+    monkeypatch.setattr(jobs, "_launch", lambda root, run_id, argv, **kw: launched.update(
+        argv=argv) or run_id)
+    jobs.start_training(preset, tmp_path, epochs=2, min_height=20.0, max_height=40.0)
+    args = _parser().parse_args([*launched["argv"], "--out", str(tmp_path / "run")])
+    if preset == "detect-quick":
+        from locmnist.detector_cli import detector_config_from_args
+
+        cfg = detector_config_from_args(args)
+        assert (cfg.kind, cfg.canvases_per_epoch) == ("detector", 640)
+        assert "--dense-units" not in launched["argv"]
+    else:
+        from locmnist.config import Config, field_overrides, preset as make
+
+        cfg = make(preset, **field_overrides(args, Config))
+        assert cfg.dense_units == 16 and "--canvases-per-epoch" not in launched["argv"]
+    assert (cfg.epochs, cfg.train_digits, cfg.widths, cfg.min_height, cfg.max_height,
+            cfg.time_limit_s) == (2, 512, (4, 8, 8, 8), 20.0, 40.0, 0.0)
