@@ -236,7 +236,7 @@ def test_draw_an_x_and_see_not_a_digit(server, page, shots):
 
 
 # "42" as mouse strokes on the 560x280 canvas (CSS pixels): an open 4, then a 2.
-FOUR = [[(130, 50), (70, 170), (190, 170)], [(160, 90), (160, 240)]]
+FOUR = [[(90, 50), (80, 150), (190, 150)], [(170, 50), (170, 245)]]
 TWO = [[(270, 95), (290, 60), (330, 45), (375, 60), (390, 100), (370, 145), (280, 235),
         (400, 235)]]
 
