@@ -117,7 +117,7 @@ def test_upload_floods_are_capped_and_reruns_reuse_predictions(monkeypatch):
     at.file_uploader(key="predict_upload").set_value(
         [(f"{i}.png", png, "image/png") for i in range(8)]).run()
     assert not at.exception
-    assert any("first 3 of your 8 files" in w.value for w in at.warning)
+    assert any("first 3 of your 8 images" in w.value for w in at.warning)
     values = [m.value for m in at.metric if m.label == "Predicted digit"]
     assert values == ["—"] + [str(label)] * 3
     assert len(decoded) == 1          # three copies of one image: one decode, by content hash

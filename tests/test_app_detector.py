@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from locmnist.runs import default_detector_path
+from tests.helpers import wait_for
 from tests.test_app import needs_model, page, wait_until_no_run_is_active
 
 needs_detector = pytest.mark.skipif(not default_detector_path().exists(),
@@ -53,6 +54,10 @@ def metrics(at) -> list[tuple[str, str]]:
     return [(m.label, m.value) for m in at.metric]
 
 
+def image_captions(at) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
 @needs_model
 @needs_detector
 def test_an_uploaded_number_is_read_and_every_digit_boxed():
@@ -65,7 +70,7 @@ def test_an_uploaded_number_is_read_and_every_digit_boxed():
     assert [v for label, v in shown if label == "Number"] == ["—", "2026", "7"]  # [0]: canvas
     # A single digit: the detector and the single-digit model agree.
     assert [v for label, v in shown if label == "Predicted digit"][2] == "7"
-    captions = [i.caption for i in at.get("image")]
+    captions = image_captions(at)
     assert "Your input: 4 digits read by the detector" in captions
     assert "Your input: 1 digit read by the detector" in captions
     assert sum("What it saw (75×75)" in c for c in captions) == 2  # the reference view stays
@@ -131,7 +136,7 @@ def test_evaluate_a_detector_on_the_detection_test_split():
     assert shown["Number accuracy"] == f"{expected['number_accuracy']:.1%}"
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert titles == ["AP per digit", "Precision-recall at IoU 0.5 (mean over digits)"]
-    gallery = [i.caption for i in at.get("image")]
+    gallery = image_captions(at)
     assert 0 < len(gallery) <= 12 and all("mistake" in c for c in gallery)
 
 
@@ -163,7 +168,9 @@ def test_train_page_tiny_detector_run_to_completion(runs, monkeypatch):
     assert not at.exception
     assert any(s.value.startswith("Started run") for s in at.success)
     run_id = at.session_state["train_run"]
-    config = json.loads((runs / run_id / "config.json").read_text())
+    config = json.loads(wait_for(lambda: (runs / run_id / "config.json").exists()
+                                 and (runs / run_id / "config.json").read_text(),
+                                 120, "the trainer to write config.json"))
     assert (config["kind"], config["preset"], config["epochs"], config["widths"],
             config["canvases_per_epoch"]) == ("detector", "detect-quick", 1, [4, 8, 8, 8], 640)
 
