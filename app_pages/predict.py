@@ -48,13 +48,16 @@ def draw_section(model, detector) -> None:
                              "single-digit model's box.")
         box_mode = mode == "Drag my own box"
         brush = t2.slider("Brush width", 6, 40, 18, key="predict_brush", disabled=box_mode)
-        canvas = st_canvas(
-            stroke_width=3 if box_mode else brush,
-            stroke_color=USER_BOX_COLOR if box_mode else "#000000",
-            fill_color="rgba(0, 0, 0, 0)", background_color="#FFFFFF",
-            height=CANVAS_PX, width=CANVAS_WIDTH,
-            drawing_mode="rect" if box_mode else "freedraw",
-            update_streamlit=True, return_image_data=True, key="predict_canvas")
+        try:  # the component parses the browser's value itself: a forged one can break it
+            canvas = st_canvas(
+                stroke_width=3 if box_mode else brush,
+                stroke_color=USER_BOX_COLOR if box_mode else "#000000",
+                fill_color="rgba(0, 0, 0, 0)", background_color="#FFFFFF",
+                height=CANVAS_PX, width=CANVAS_WIDTH,
+                drawing_mode="rect" if box_mode else "freedraw",
+                update_streamlit=True, return_image_data=True, key="predict_canvas")
+        except (AttributeError, TypeError, KeyError, ValueError):
+            canvas = None  # read_canvas says so
         st.caption("Hover the canvas for its toolbar: undo, redo, clear. "
                    "The answer updates when a stroke ends.")
     with right:

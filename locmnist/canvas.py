@@ -43,6 +43,8 @@ def read_canvas(result) -> Canvas | None:
 
     ``result`` needs ``image_bytes`` (the PNG the browser sent, or None) and ``json_data``.
     """
+    if result is None:  # st_canvas itself could not parse what the browser sent
+        raise InvalidCanvas("the drawing is not what this canvas sends")
     user_box = last_user_box(getattr(result, "json_data", None))   # the cheap checks first
     try:
         data = result.image_bytes  # base64-decodes the browser's data URL

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from locmnist import runs
+from locmnist.data import load_mnist
 from locmnist.files import read_json
 from locmnist.training import train
 from tests.conftest import tiny_config
@@ -43,7 +44,12 @@ def test_run_directory_files(tiny_run):
     run = runs.run_info(out)
     assert run.state == "completed" and run.has_model and run.config["epochs"] == 3
     metrics = read_json(out / runs.METRICS)
-    assert metrics["n"] == 10000 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["n"] == 10000 and metrics == result.metrics
+    # The accuracy is the per-class accuracies weighted by the test split's class counts.
+    counts = np.bincount(load_mnist().y_test, minlength=10)
+    per_class = np.array([metrics["per_class_accuracy"][str(c)] for c in range(10)])
+    assert metrics["accuracy"] == pytest.approx(float(per_class @ counts / counts.sum()),
+                                                abs=1e-6)
     assert json.loads((out / runs.HISTORY).read_text()) == result.history
     assert not list(out.glob("*.tmp*"))                     # no temp files left behind
     keras.models.load_model(out / runs.MODEL, compile=False)

@@ -44,6 +44,12 @@ KILL_PLAN = [
 ]
 
 
+# Moments that must still hold when the signal lands: the process is frozen (SIGSTOP),
+# the condition checked again, and the signal sent only if it still holds; otherwise
+# the process resumes and the moment is awaited again (the next model write).
+CONFIRM = {"model mid-write": lambda d: any(d.glob(".model.keras.*"))}
+
+
 def _state(run_dir: Path) -> dict:
     try:
         return json.loads((run_dir / "status.json").read_text())
@@ -86,7 +92,7 @@ def kill_campaign(parent: Path, seed: int = 0, timeout_s: float = 300.0,
         jobs.append({"moment": name, "signal": sig, "dir": out, "proc": start_train(out, flags),
                      "ready": ready, "delay": rng.uniform(0, max_delay), "t0": time.monotonic(),
                      "armed_at": None, "sent_at": None, "exited_at": None,
-                     "finished_first": False})
+                     "finished_first": False, "confirmed": False})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(j["exited_at"] is None for j in jobs):
         now = time.monotonic()
@@ -101,6 +107,14 @@ def kill_campaign(parent: Path, seed: int = 0, timeout_s: float = 300.0,
                 if job["armed_at"] is None and job["ready"](job["dir"]):
                     job["armed_at"] = now
                 if job["armed_at"] is not None and now - job["armed_at"] >= job["delay"]:
+                    confirm = CONFIRM.get(job["moment"])
+                    if confirm is not None:
+                        job["proc"].send_signal(signal.SIGSTOP)
+                        if not confirm(job["dir"]):  # too late: the write finished
+                            job["proc"].send_signal(signal.SIGCONT)
+                            job["armed_at"] = None
+                            continue
+                        job["confirmed"] = True
                     job["proc"].send_signal(job["signal"])
                     job["sent_at"] = now
         time.sleep(0.005)
@@ -116,6 +130,8 @@ def kill_campaign(parent: Path, seed: int = 0, timeout_s: float = 300.0,
         expected = "cancelled" if job["signal"] == signal.SIGTERM else "failed/incomplete"
         job["problems"] = check_killed_run(job["dir"], expected)
         job["stray_temp_files"] = len(list(job["dir"].glob(".*.tmp*")))
+        # A killed writer leaves its temp file: proof the kill landed mid-write.
+        job["model_temp_files"] = len(list(job["dir"].glob(".model.keras.*")))
     return jobs
 
 
@@ -141,10 +157,8 @@ def check_killed_run(run_dir: Path, expected_state: str = "failed/incomplete") -
             problems.append(f"model.keras does not load: {e}")
     if (run_dir / "status.json").exists() and _state(run_dir).get("state") == "completed":
         problems.append("a killed run claims to be completed")
-    try:
-        from locmnist.runs import run_info  # how the app's History/Train pages see a run
-    except ImportError:  # the app's job module is optional for the library
-        return problems
+    from locmnist.runs import run_info  # how the app's History/Train pages see a run
+
     state = run_info(run_dir).state
     if state != expected_state:
         problems.append(f"run_info says {state!r}, not {expected_state!r}")
@@ -188,6 +202,9 @@ def test_sigkill_never_corrupts_finished_work(campaign):
         "a model file next to the runs changed"
     kills = [j for j in campaign["jobs"].values() if j["signal"] == signal.SIGKILL]
     assert len(kills) == 5
+    mid_write = campaign["jobs"]["model mid-write"]
+    assert mid_write["confirmed"], "the kill did not land while model.keras was written"
+    assert mid_write["model_temp_files"] >= 1   # the killed writer's temp file is left
     for job in kills:
         assert not job["finished_first"], f"{job['moment']}: the run ended before the kill"
         assert job["returncode"] == -signal.SIGKILL, job
@@ -220,16 +237,60 @@ def test_unwritable_run_directory_is_a_clear_error(campaign):
     assert campaign["blocker"].read_text() == "not a directory"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits")
-def test_read_only_parent_is_a_clear_error(tmp_path):
-    from locmnist.config import preset
-    from locmnist.training import train
+READ_ONLY_CHECK = """
+import sys
+from pathlib import Path
+from locmnist.config import preset
+from locmnist.training import train
+try:
+    train(preset("quick", epochs=1, train_digits=64, batch_size=64), Path(sys.argv[1]))
+except OSError as e:
+    print("refused:", e)
+"""
 
+
+def test_read_only_parent_is_a_clear_error(tmp_path):
+    """Permission bits bind only an unprivileged process: as root, the check runs in a
+    child without the capabilities that override them (setpriv)."""
     parent = tmp_path / "ro"
     parent.mkdir()
     parent.chmod(0o500)
+    unprivileged = [] if os.geteuid() != 0 else [
+        "setpriv", "--bounding-set=-dac_override,-dac_read_search",
+        "--inh-caps=-dac_override,-dac_read_search"]
     try:
-        with pytest.raises(OSError, match="cannot write to run directory"):
-            train(preset("quick", epochs=1, train_digits=64, batch_size=64), parent / "run")
+        done = subprocess.run([*unprivileged, sys.executable, "-c", READ_ONLY_CHECK,
+                               str(parent / "run")], capture_output=True, text=True,
+                              timeout=300, cwd=REPO,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     finally:
         parent.chmod(0o700)
+    assert "refused: cannot write to run directory" in done.stdout, done.stdout + done.stderr
+    assert not (parent / "run").exists()
+
+
+def test_a_full_disk_keeps_the_original_error(tmp_path, monkeypatch):
+    """Issue 12 finding 8: the failure status write failed too, and hid the real error."""
+    import errno
+
+    import keras
+
+    import locmnist.training as training
+    from locmnist.config import preset
+
+    real_write = training.atomic_write_json
+
+    def write(path, obj):
+        if isinstance(obj, dict) and obj.get("state") == "failed":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, obj)
+
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("the real problem")
+
+    monkeypatch.setattr(training, "atomic_write_json", write)
+    cfg = preset("quick", epochs=1, train_digits=128, val_digits=0, batch_size=64,
+                 widths=(4, 8, 8, 8), dense_units=16)
+    with pytest.raises(RuntimeError, match="the real problem"):
+        training.train(cfg, tmp_path / "run", callbacks=[Boom()], evaluate_test=False)
