@@ -256,7 +256,7 @@ def _save_checked_upload(data: bytes, name: str) -> str:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), suffix=".keras")
     try:
         with st.spinner("Checking the model in a sandboxed process..."):
-            trial_load(path)
+            trial_load(path, memory_bytes=settings.trial_memory_mb * 2**20)
     except InvalidModel:
         Path(path).unlink(missing_ok=True)
         raise
