@@ -1,4 +1,4 @@
-"""Command line: ``python -m locmnist {train,evaluate,predict}``.
+"""Command line: ``python -m locmnist {train,evaluate,predict,export,finetune}``.
 
 Bad input never prints a traceback: errors become one clear line (or a JSON
 object with ``--json``) and a non-zero exit status.

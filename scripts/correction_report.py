@@ -1,7 +1,7 @@
 """The correction loop, measured: a new style, a few corrections, fine-tune, before and after.
 
-    python scripts/correction_report.py                 # ~3-5 min on 2 cores
-    python scripts/correction_report.py --corrections 10 --no-reference-epoch
+    python -m scripts.correction_report                 # ~3-5 min on 2 cores (repo root)
+    python -m scripts.correction_report --corrections 10 --no-reference-epoch
 
 1. *Hollow* 1s (tests/new_style.py: each stroke drawn as its outline), a style the
    model has never seen, made from MNIST test 1s: the first N are the user's
@@ -24,8 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -46,7 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from new_style import as_pngs, hollow
+    from tests.new_style import as_pngs, hollow
 
     from locmnist.corrections import CorrectionStore
     from locmnist.data import load_mnist

@@ -1,11 +1,12 @@
 """Measure the reliability figures for the README and print them as a markdown table.
 
-    python scripts/reliability_report.py            # everything, ~2-4 min on 2 cores
-    python scripts/reliability_report.py --no-training
+    python -m scripts.reliability_report            # everything, ~2-4 min on 2 cores
+    python -m scripts.reliability_report --no-training
 
-It runs the same corpora and campaigns as the tests (tests/test_hostile_inputs.py,
-test_model_files.py, test_training_faults.py, test_concurrency.py) against the
-model that ``Predictor.load()`` picks ($LOCMNIST_MODEL or models/default.keras).
+(from the repo root). It runs the corpora and campaigns the tests run
+(``tests/corpus.py``: hostile images and model files; ``tests/campaigns.py``: kills,
+cancels and concurrency) against the model that ``Predictor.load()`` picks
+($LOCMNIST_MODEL or models/default.keras).
 """
 from __future__ import annotations
 
@@ -22,13 +23,13 @@ import time
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from tests.helpers import REPO
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def image_inputs(predictor, trained: bool) -> list[str]:
-    from test_hostile_inputs import CORPUS, judge, outcome
+    from tests.corpus import CORPUS, judge, outcome
 
     kinds = {"digit": 0, "blank": 0, "invalid": 0}
     wrong, crashes = [], 0
@@ -58,7 +59,7 @@ def image_inputs(predictor, trained: bool) -> list[str]:
 
 
 def cli_inputs(predictor, tmp: Path) -> list[str]:
-    from test_hostile_inputs import CORPUS, outcome
+    from tests.corpus import CORPUS, outcome
 
     files, library = [], []
     for i, case in enumerate(CORPUS):
@@ -85,7 +86,7 @@ def cli_inputs(predictor, tmp: Path) -> list[str]:
 
 def model_files(tmp: Path) -> list[str]:
     import keras
-    from test_model_files import _Exploit, reference_list_model, with_lambda
+    from tests.corpus import Exploit, reference_list_model, with_lambda
 
     from locmnist.config import preset
     from locmnist.inference import Predictor
@@ -108,7 +109,7 @@ def model_files(tmp: Path) -> list[str]:
             model.save(path)
             hostile.append(path)
         for name, content in (("empty", b""), ("garbage", b"junk" * 100),
-                              ("pickle", pickle.dumps(_Exploit(str(tmp / "unpickled"))))):
+                              ("pickle", pickle.dumps(Exploit(str(tmp / "unpickled"))))):
             path = tmp / f"{name}{suffix}"
             path.write_bytes(content)
             hostile.append(path)
@@ -129,8 +130,8 @@ def model_files(tmp: Path) -> list[str]:
 
 
 def training_faults(tmp: Path) -> list[str]:
-    from test_training_faults import (_state, kill_campaign, make_finished_run, start_train,
-                                      tree_hashes)
+    from tests.campaigns import (kill_campaign, make_finished_run, read_state, start_train,
+                                 tree_hashes)
 
     finished = make_finished_run(tmp / "finished")
     models = tmp / "models"
@@ -159,7 +160,7 @@ def training_faults(tmp: Path) -> list[str]:
             continue
         stop = "did not stop" if j["stop_s"] is None else f"stopped in {j['stop_s']:.1f} s"
         rows.append(f"| SIGTERM (Cancel) | quick preset, mid-epoch | {stop}, status "
-                    f"`{_state(j['dir']).get('state')}`, exit {j['returncode']}, run "
+                    f"`{read_state(j['dir']).get('state')}`, exit {j['returncode']}, run "
                     f"{'readable' if not j['problems'] else '; '.join(j['problems'])} |")
 
     out, err = unwritable.communicate(timeout=300)
@@ -172,7 +173,7 @@ def training_faults(tmp: Path) -> list[str]:
 
 
 def concurrency(predictor, tmp: Path) -> list[str]:
-    from test_concurrency import THREADS, concurrent_predictions, corpus_inputs
+    from tests.campaigns import THREADS, concurrent_predictions, corpus_inputs
 
     rows = []
     for threads in (THREADS, 32):
@@ -218,7 +219,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-training", action="store_true", help="skip the kill/cancel runs")
     args = ap.parse_args()
-    from test_hostile_inputs import load_predictor
+    from tests.corpus import load_predictor
 
     predictor, trained = load_predictor()
     rows = ["| Check | Tried | Outcome |", "|---|---|---|"]

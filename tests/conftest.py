@@ -1,12 +1,8 @@
-"""Shared test fixtures: the repo on sys.path, quiet TensorFlow, tiny configs."""
+"""Shared test fixtures: quiet TensorFlow, MNIST, a tiny config (pytest.ini puts the repo
+on the path; shared helper functions live in tests/helpers.py)."""
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 import pytest  # noqa: E402
 
@@ -18,19 +14,10 @@ def mnist():
     return load_mnist()
 
 
-def tiny_config(**overrides):
-    """A config that trains in a few seconds on 2 cores (for tests only)."""
-    from locmnist.config import preset
-
-    base = dict(epochs=2, train_digits=1024, val_digits=256, batch_size=64,
-                widths=(8, 16, 16, 16), crop_widths=(8, 8, 8), dense_units=32, time_limit_s=0.0,
-                learning_rate=3e-3, warmup_epochs=0.0)
-    base.update(overrides)
-    return preset("quick", **base)
-
-
 @pytest.fixture
 def tiny_cfg():
+    from tests.helpers import tiny_config
+
     return tiny_config()
 
 

@@ -1,12 +1,49 @@
 """Helpers shared by several test modules (not a test module itself: no tests here)."""
 from __future__ import annotations
 
+import io
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import numpy as np
 
 from locmnist import runs
+from locmnist.boxes import INK_THRESHOLD
 from locmnist.files import atomic_write_json
+
+REPO = Path(__file__).resolve().parent.parent
+APP_TIMEOUT = 120  # the first run of a page may import TensorFlow and load a model
+
+
+def tiny_config(**overrides):
+    """A config that trains in a few seconds on 2 cores (for tests only)."""
+    from locmnist.config import preset
+
+    base = dict(epochs=2, train_digits=1024, val_digits=256, batch_size=64,
+                widths=(8, 16, 16, 16), crop_widths=(8, 8, 8), dense_units=32, time_limit_s=0.0,
+                learning_rate=3e-3, warmup_epochs=0.0)
+    base.update(overrides)
+    return preset("quick", **base)
+
+
+def tight_box(image: np.ndarray, threshold: float = INK_THRESHOLD) -> np.ndarray | None:
+    """Pixel-edge box (xmin, ymin, xmax, ymax) of pixels >= threshold, or None: the plain
+    numpy oracle that the synthesized (TF) box targets are checked against."""
+    ink = np.asarray(image).squeeze() >= threshold
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return None
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+
+
+def run_cli(*args, timeout=300, cwd=REPO, **env):
+    """``python -m locmnist ARGS`` in a real subprocess; extra keywords are env variables."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    return subprocess.run([sys.executable, "-m", "locmnist", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def dead_pid() -> int:
@@ -38,3 +75,45 @@ def wait_for(predicate, timeout, what):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- the app under AppTest -------------------------------------------------------------
+
+def _shipped_model_missing() -> bool:
+    return not runs.default_model_path().exists()
+
+
+def needs_model(test):
+    """Skip ``test`` when there is no trained model to load (a fresh clone before training)."""
+    import pytest
+
+    return pytest.mark.skipif(_shipped_model_missing(),
+                              reason="the shipped model models/default.keras is missing")(test)
+
+
+def _page(name: str) -> None:
+    import importlib
+
+    importlib.import_module(f"app_pages.{name}").render()
+
+
+def page(name: str):
+    """One page of the app on its own, as st.navigation would run it (an AppTest)."""
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_function(_page, args=(name,), default_timeout=APP_TIMEOUT)
+
+
+def mnist_test_png(index: int) -> tuple[bytes, int]:
+    """(PNG, label) of a real MNIST test digit: dark ink on white paper, 4x enlarged, off-centre."""
+    from PIL import Image
+
+    from locmnist.data import load_mnist
+
+    mnist = load_mnist()
+    digit = Image.fromarray(255 - mnist.x_test[index]).resize((112, 112), Image.BICUBIC)
+    paper = Image.new("L", (200, 160), 255)
+    paper.paste(digit, (60, 30))
+    buf = io.BytesIO()
+    paper.save(buf, "PNG")
+    return buf.getvalue(), int(mnist.y_test[index])

@@ -2,7 +2,6 @@
 import io
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -11,38 +10,12 @@ from streamlit.testing.v1 import AppTest
 
 from locmnist import jobs
 from locmnist.runs import CANCEL
+from tests.helpers import APP_TIMEOUT as TIMEOUT
+from tests.helpers import REPO, mnist_test_png, needs_model, page
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `import ui` and `app_pages` live at the repo root
-    sys.path.insert(0, str(REPO))
-
-TIMEOUT = 120  # the first run of a page may import TensorFlow and load a model
 # Training settings the page's form does not show: a tiny net on few digits (seconds).
 TINY_NET = {"train_digits": 512, "val_digits": 256, "batch_size": 64, "widths": [4, 8, 8, 8],
             "dense_units": 16, "time_limit_s": 0}
-
-
-def model_path() -> Path:
-    from locmnist.runs import default_model_path
-
-    return default_model_path()
-
-
-needs_model = pytest.mark.skipif(not model_path().exists(),
-                                 reason="the shipped model models/default.keras is missing")
-
-
-def _page(repo: str, name: str) -> None:
-    import importlib
-    import sys
-
-    sys.path.insert(0, repo)
-    importlib.import_module(f"app_pages.{name}").render()
-
-
-def page(name: str) -> AppTest:
-    """One page on its own, as st.navigation would run it."""
-    return AppTest.from_function(_page, args=(str(REPO), name), default_timeout=TIMEOUT)
 
 
 @pytest.fixture(autouse=True)
@@ -56,21 +29,6 @@ def wait_until_no_run_is_active(runs: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and jobs.active_run_id(runs):
         time.sleep(0.5)
-
-
-def mnist_test_png(index: int) -> tuple[bytes, int]:
-    """(PNG, label) of a real MNIST test digit: dark ink on white paper, 4x enlarged, off-centre."""
-    from PIL import Image
-
-    from locmnist.data import load_mnist
-
-    mnist = load_mnist()
-    digit = Image.fromarray(255 - mnist.x_test[index]).resize((112, 112), Image.BICUBIC)
-    paper = Image.new("L", (200, 160), 255)
-    paper.paste(digit, (60, 30))
-    buf = io.BytesIO()
-    paper.save(buf, "PNG")
-    return buf.getvalue(), int(mnist.y_test[index])
 
 
 def test_app_entry_renders_the_predict_page():

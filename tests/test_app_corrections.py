@@ -6,7 +6,7 @@ import time
 import pytest
 
 from locmnist.corrections import DB_NAME, CorrectionStore
-from tests.test_app import mnist_test_png, needs_model, page
+from tests.helpers import mnist_test_png, needs_model, page
 
 
 @pytest.fixture(autouse=True)

@@ -1,27 +1,16 @@
 """The CLI's JSON contracts and its handling of bad input (real subprocesses)."""
 import json
-import os
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.conftest import REPO
-
-
-def run_cli(*args, timeout=300, cwd=REPO, **env):
-    env = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    return subprocess.run([sys.executable, "-m", "locmnist", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=cwd)
+from tests.helpers import run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A real (barely trained) model file, so the CLI tests do not need the shipped one."""
     from locmnist.training import train
-    from tests.conftest import tiny_config
 
     out = tmp_path_factory.mktemp("cli-model")
     train(tiny_config(epochs=1), out, evaluate_test=False)

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from locmnist.corrections import (MIGRATIONS, SCHEMA_VERSION, Correction, CorrectionStore,
                                   CorrectionStoreError, CorrectionStoreFull, Unreadable, to_png)
 from locmnist.labelled import Labelled, load_labelled, to_digit, to_digits
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 BOX = (0.2, 0.1, 0.6, 0.9)
 

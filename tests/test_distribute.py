@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from tests.helpers import REPO
 
 SCRIPT = r"""
 import json, sys, keras, tensorflow as tf

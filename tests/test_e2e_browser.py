@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -34,7 +35,6 @@ pytestmark = [pytest.mark.e2e,
 
 
 def model_path() -> Path:
-    sys.path.insert(0, str(REPO))
     from locmnist.runs import default_model_path
 
     return default_model_path()
@@ -87,7 +87,6 @@ def server(tmp_path_factory):
         wait_healthy(url, proc)
         yield {"url": url, "runs": runs}
     finally:
-        sys.path.insert(0, str(REPO))
         from locmnist import jobs
         from locmnist import runs as runs_mod
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from tests.helpers import REPO
 
 TOLERANCE = 1e-4
 
@@ -125,23 +125,11 @@ def test_tflite_predictor_rejects_garbage(tmp_path):
 
 
 def _reference_model():
-    """The reference notebook's architecture: functional, outputs as a LIST
-    [softmax(10), box(4) in (xmin, ymin, xmax, ymax)], compiled as it did."""
-    import keras
-    from keras import layers
+    """The reference notebook's model file: its CNN with list outputs [softmax(10),
+    box(4) in (xmin, ymin, xmax, ymax)], compiled as it did."""
+    from tests.corpus import reference_list_model
 
-    inputs = keras.Input((75, 75, 1))
-    x = layers.Conv2D(16, 3, activation="relu")(inputs)
-    x = layers.AveragePooling2D(2)(x)
-    x = layers.Conv2D(32, 3, activation="relu")(x)
-    x = layers.AveragePooling2D(2)(x)
-    x = layers.Conv2D(64, 3, activation="relu")(x)
-    x = layers.AveragePooling2D(2)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    cls = layers.Dense(10, activation="softmax", name="classification")(x)
-    box = layers.Dense(4, name="bounding_box")(x)
-    model = keras.Model(inputs, [cls, box])
+    model = reference_list_model()
     model.compile(optimizer="adam", loss=["categorical_crossentropy", "mse"],
                   metrics=[["accuracy"], ["mse"]])
     return _scrambled(model, seed=1)

@@ -9,9 +9,8 @@ import pytest
 from locmnist.corrections import CorrectionStore
 from locmnist.finetune import FinetuneSettings, split_holdout
 from locmnist.training import mix_in
-from tests.conftest import REPO
+from tests.helpers import REPO, run_cli
 from tests.new_style import as_pngs, hollow
-from tests.test_cli import run_cli
 
 SHIPPED = REPO / "models" / "default.keras"
 

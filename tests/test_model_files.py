@@ -13,35 +13,15 @@ import numpy as np
 import pytest
 from keras import layers
 
+from locmnist import runs
 from locmnist.config import preset
 from locmnist.inference import Predictor
 from locmnist.model import build_model
 from locmnist.model_files import (MAX_MODEL_BYTES, MAX_UNPACKED_BYTES, InvalidModel,
                                   load_model_file, output_roles)
+from tests.corpus import Exploit, reference_list_model, with_lambda
 
 TINY = dict(widths=(4, 8, 8, 8), dense_units=16)
-
-
-def reference_list_model(input_shape=(75, 75, 1), n_outputs=2) -> keras.Model:
-    """The reference notebook's style: a functional model with a list of outputs."""
-    inputs = keras.Input(input_shape)
-    x = layers.Conv2D(8, 3, activation="relu")(inputs)
-    x = layers.AveragePooling2D(2)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(16, activation="relu")(x)
-    outputs = [layers.Dense(10, activation="softmax")(x), layers.Dense(4)(x)][:n_outputs]
-    return keras.Model(inputs, outputs if n_outputs > 1 else outputs[0])
-
-
-def with_lambda(marker: Path) -> keras.Model:
-    """A model whose Lambda layer would create ``marker`` if its code ever ran."""
-    path = str(marker)
-    inputs = keras.Input((75, 75, 1))
-    # A real lambda: Keras stores its bytecode (marshal) in the file.
-    x = layers.Lambda(lambda t: (open(path, "w").close(), t)[1])(inputs)
-    marker.unlink(missing_ok=True)  # building the model above ran it once
-    x = layers.Flatten()(x)
-    return keras.Model(inputs, [layers.Dense(10, activation="softmax")(x), layers.Dense(4)(x)])
 
 
 def save(model: keras.Model, path: Path) -> Path:
@@ -85,8 +65,8 @@ def test_list_outputs_are_matched_by_size(tmp_path):
 
 def test_run_directory_loads_with_its_config(tmp_path):
     cfg = preset("quick", **TINY)
-    save(build_model(cfg), tmp_path / "model.keras")
-    cfg.save(tmp_path / "config.json")
+    save(build_model(cfg), tmp_path / runs.MODEL)
+    cfg.save(tmp_path / runs.CONFIG)
     model, loaded_cfg = load_model_file(tmp_path)
     assert loaded_cfg == cfg
 
@@ -104,21 +84,11 @@ def test_lambda_code_is_refused_and_never_runs(suffix, tmp_path):
     assert not marker.exists(), "the Lambda's code ran while loading"
 
 
-class _Exploit:
-    """Unpickling this would create a file: proof that a pickle was loaded."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 @pytest.mark.parametrize("name", ["model.keras", "model.h5", "model.pkl", "model.pickle"])
 def test_pickles_are_never_unpickled(name, tmp_path):
     marker = tmp_path / "unpickled"
     path = tmp_path / name
-    path.write_bytes(pickle.dumps(_Exploit(str(marker))))
+    path.write_bytes(pickle.dumps(Exploit(str(marker))))
     with pytest.raises(InvalidModel):
         load_model_file(path)
     assert not marker.exists()

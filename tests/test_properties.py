@@ -6,19 +6,14 @@ with numpy rather than element by element, which keeps examples varied and fast.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_hostile_inputs import digit_ink, encode, load_predictor  # noqa: E402
-
-from locmnist.preprocess import InvalidImage, Prepared, prepare  # noqa: E402
+from locmnist.preprocess import InvalidImage, Prepared, prepare
+from tests.corpus import digit_ink, encode, load_predictor
 
 FAST = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])

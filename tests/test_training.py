@@ -9,7 +9,7 @@ from locmnist import runs
 from locmnist.data import load_mnist
 from locmnist.files import read_json
 from locmnist.training import train
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
