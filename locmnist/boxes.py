@@ -15,6 +15,15 @@ import numpy as np
 INK_THRESHOLD = 0.2  # a canvas pixel (0..1) at or above this counts as ink for the tight box
 
 
+def tight_box(image: np.ndarray, threshold: float = INK_THRESHOLD) -> np.ndarray | None:
+    """Pixel-edge box (xmin, ymin, xmax, ymax) of pixels >= threshold, or None."""
+    ink = np.asarray(image).squeeze() >= threshold
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return None
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+
+
 def iou(a, b) -> np.ndarray:
     """IoU of boxes ``a`` and ``b`` (..., 4), broadcast; 0 where the union is empty."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

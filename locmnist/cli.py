@@ -180,31 +180,9 @@ def cmd_train(args) -> int:
               f"rejected {m['digits_rejected']:.4f}  accuracy on accepted "
               f"{m['accuracy_accepted']:.4f}  ECE {m['ece']:.4f}", file=sys.stderr)
     if args.ship and result.status == "completed":
-        ship_run(out, runs.DEFAULT_MODEL)
+        runs.ship_run(out, runs.DEFAULT_MODEL)
         print(f"shipped as {runs.DEFAULT_MODEL}", file=sys.stderr)
     return 0 if result.status == "completed" else 1
-
-
-def ship_run(run_dir: Path, dest: Path) -> None:
-    """Copy a finished run to ``dest`` (x.keras) and x.config/.history/.metrics.json.
-
-    The JSON files go first and the model last, each atomically, so a reader never
-    sees a new model beside an old config.
-    """
-    import shutil
-
-    from locmnist import runs
-    from locmnist.files import atomic_write
-
-    run_model, dest = Path(run_dir) / runs.MODEL, Path(dest)
-    for kind in ("config", "history", "metrics", "calibration"):
-        source = runs.sidecar(run_model, kind)
-        if kind == "calibration" and not source.exists():  # a model without one
-            runs.sidecar(dest, kind).unlink(missing_ok=True)  # never keep another model's
-            continue
-        atomic_write(runs.sidecar(dest, kind),
-                     lambda tmp, src=source: shutil.copyfile(src, tmp))
-    atomic_write(dest, lambda tmp: shutil.copyfile(run_model, tmp), suffix=".keras")
 
 
 # --- evaluate -----------------------------------------------------------------

@@ -64,9 +64,7 @@ def train(args, progress_bar) -> int:
         print(f"test mAP@0.5 {m['map50']:.4f}  mAP@0.5:0.95 {m['map']:.4f}  "
               f"numbers {m['number_accuracy']:.4f}", file=sys.stderr)
     if args.ship and result.status == "completed":
-        from locmnist.cli import ship_run
-
-        ship_run(out, runs.DETECTOR_MODEL)
+        runs.ship_run(out, runs.DETECTOR_MODEL)
         print(f"shipped as {runs.DETECTOR_MODEL}", file=sys.stderr)
     return 0 if result.status == "completed" else 1
 

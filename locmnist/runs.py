@@ -103,6 +103,27 @@ def model_file(path: str | os.PathLike) -> Path:
     return p / MODEL if p.is_dir() else p
 
 
+def ship_run(run_dir: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy a finished run to ``dest`` (x.keras) and x.config/.history/.metrics.json.
+
+    The JSON files go first and the model last, each atomically, so a reader never
+    sees a new model beside an old config.
+    """
+    import shutil
+
+    from locmnist.files import atomic_write
+
+    run_model, dest = Path(run_dir) / MODEL, Path(dest)
+    for kind in ("config", "history", "metrics", "calibration"):
+        source = sidecar(run_model, kind)
+        if kind == "calibration" and not source.exists():  # a model without one
+            sidecar(dest, kind).unlink(missing_ok=True)  # never keep another model's
+            continue
+        atomic_write(sidecar(dest, kind),
+                     lambda tmp, src=source: shutil.copyfile(src, tmp))
+    atomic_write(dest, lambda tmp: shutil.copyfile(run_model, tmp), suffix=".keras")
+
+
 # --- is the trainer alive ----------------------------------------------------------
 
 def start_ticks(pid: int) -> int | None:

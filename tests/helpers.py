@@ -8,10 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from locmnist import runs
-from locmnist.boxes import INK_THRESHOLD
 from locmnist.files import atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,14 +26,15 @@ def tiny_config(**overrides):
     return preset("quick", **base)
 
 
-def tight_box(image: np.ndarray, threshold: float = INK_THRESHOLD) -> np.ndarray | None:
-    """Pixel-edge box (xmin, ymin, xmax, ymax) of pixels >= threshold, or None: the plain
-    numpy oracle that the synthesized (TF) box targets are checked against."""
-    ink = np.asarray(image).squeeze() >= threshold
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    if rows.size == 0:
-        return None
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+def tiny_detector_config(**overrides):
+    """A detector config that trains in seconds on 2 cores (for tests only)."""
+    from locmnist.detector_config import detector_preset
+
+    base = dict(epochs=1, canvases_per_epoch=64, batch_size=16, val_digits=40,
+                widths=(8, 8, 16, 16), head_width=8, canvas_height=64, canvas_width=96,
+                max_height=40.0, learning_rate=3e-3, warmup_epochs=0.0, time_limit_s=0.0)
+    base.update(overrides)
+    return detector_preset("detect-quick", **base)
 
 
 def run_cli(*args, timeout=300, cwd=REPO, **env):

@@ -156,7 +156,7 @@ def test_not_a_digit_is_shown_with_the_probabilities_greyed(tmp_path, monkeypatc
     """A model whose saved threshold no input reaches: the page says "Not a digit"."""
     from locmnist.calibration import Calibration, sidecar_path
     from locmnist.model import build_model
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     path = tmp_path / "picky.keras"
     build_model(tiny_config()).save(path)

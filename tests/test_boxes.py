@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from locmnist.boxes import draw_boxes, iou
-from tests.helpers import tight_box
+from locmnist.boxes import draw_boxes, iou, tight_box
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -23,7 +22,7 @@ def test_iou_broadcasts():
     assert iou(a, (0, 0, 2, 2)).tolist() == pytest.approx([1.0, 0.25])
 
 
-def test_tight_box_uses_pixel_edges():  # the oracle of the synthesis tests
+def test_tight_box_uses_pixel_edges():
     img = np.zeros((10, 12))
     img[3:6, 4:9] = 1.0          # rows 3..5, columns 4..8
     assert tight_box(img).tolist() == [4, 3, 9, 6]

@@ -9,7 +9,7 @@ from locmnist.detector import build_detector, compile_detector, encode_batch, pa
 from locmnist.detector_config import DETECTOR_PRESETS, DetectorConfig, detector_preset
 from locmnist.model_files import InvalidModel, load_detector_file
 from locmnist.scenes import scene_batch
-from tests.conftest import tiny_detector_config
+from tests.helpers import tiny_detector_config
 
 
 @pytest.mark.parametrize("name", DETECTOR_PRESETS)

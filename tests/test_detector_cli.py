@@ -3,7 +3,7 @@ import json
 
 from PIL import Image, ImageDraw
 
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 
 def test_predict_json_adds_digits_and_text(tiny_detector, tmp_path):

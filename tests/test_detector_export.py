@@ -7,7 +7,7 @@ from locmnist.export import export_model, max_difference
 from locmnist.model_files import is_detector_file, load_detector_file
 from locmnist.reader import Reader
 from locmnist.scenes import scene_batch
-from tests.conftest import tiny_detector_config
+from tests.helpers import tiny_detector_config
 
 
 @pytest.mark.parametrize("fmt", ["savedmodel", "tflite"])

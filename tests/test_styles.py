@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from locmnist import styles
+from locmnist.boxes import tight_box
 from locmnist.config import Config
 from locmnist.training import add_style_variants
-from tests.helpers import tight_box
 
 
 @pytest.mark.parametrize("style", list(styles.STYLES))

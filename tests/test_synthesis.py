@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 
-from locmnist.boxes import INK_THRESHOLD
+from locmnist.boxes import INK_THRESHOLD, tight_box
 from locmnist.config import Config
 from locmnist import synthesis
 from locmnist.synthesis import synthesize, synthesize_numpy
-from tests.helpers import tight_box
 
 
 # The standard split's settings, and the styles split's: aspect ratios +-40%,
