@@ -89,6 +89,15 @@ def needs_model(test):
                               reason="the shipped model models/default.keras is missing")(test)
 
 
+def wait_until_no_run_is_active(root: Path, timeout: float = 60) -> None:
+    """Wait (at most ``timeout`` s) until no training holds the lock under ``root``."""
+    from locmnist import jobs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and jobs.active_run_id(root):
+        time.sleep(0.5)
+
+
 def _page(name: str) -> None:
     import importlib
 

@@ -3,7 +3,6 @@ import io
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -11,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from locmnist import jobs
 from locmnist.runs import CANCEL
 from tests.helpers import APP_TIMEOUT as TIMEOUT
-from tests.helpers import REPO, mnist_test_png, needs_model, page
+from tests.helpers import REPO, mnist_test_png, needs_model, page, wait_until_no_run_is_active
 
 # Training settings the page's form does not show: a tiny net on few digits (seconds).
 TINY_NET = {"train_digits": 512, "val_digits": 256, "batch_size": 64, "widths": [4, 8, 8, 8],
@@ -23,12 +22,6 @@ def runs(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCMNIST_RUNS", str(tmp_path / "runs"))
     monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
     return tmp_path / "runs"
-
-
-def wait_until_no_run_is_active(runs: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and jobs.active_run_id(runs):
-        time.sleep(0.5)
 
 
 def test_app_entry_renders_the_predict_page():

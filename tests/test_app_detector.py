@@ -10,7 +10,7 @@ import pytest
 
 from locmnist.runs import default_detector_path
 from tests.helpers import wait_for
-from tests.test_app import needs_model, page, wait_until_no_run_is_active
+from tests.helpers import needs_model, page, wait_until_no_run_is_active
 
 needs_detector = pytest.mark.skipif(not default_detector_path().exists(),
                                     reason="the shipped detector models/detector.keras is missing")
