@@ -30,7 +30,7 @@ class DetectorConfig:
     max_digits: int = _f(6, "most digits on one canvas")
     row_fraction: float = _f(0.5, "share of canvases with digits in a row, like a number "
                                   "(the rest are scattered)")
-    negative_fraction: float = _f(0.15, "share of canvases with no digit (strokes that are not "
+    negative_fraction: float = _f(0.25, "share of canvases with no digit (strokes that are not "
                                        "digits, or blank)")
     max_rotation_deg: float = _f(12.0, "digit rotation, uniform in [-x, x] degrees")
     max_shear: float = _f(0.15, "horizontal shear factor, uniform in [-x, x]")
@@ -44,7 +44,7 @@ class DetectorConfig:
     score_threshold: float = _f(0.3, "a centre peak at least this high is a digit")
     top_k: int = _f(100, "most detections per image")
     # --- training -----------------------------------------------------------
-    epochs: int = _f(8, "epochs (an epoch is canvases_per_epoch canvases)")
+    epochs: int = _f(12, "epochs (an epoch is canvases_per_epoch canvases)")
     canvases_per_epoch: int = _f(8_000, "training canvases per epoch (fresh ones every epoch)")
     batch_size: int = _f(32, "canvases per batch")
     learning_rate: float = _f(3e-3, "peak of the warmup + cosine schedule")
