@@ -39,49 +39,60 @@ def draw_section(model, detector) -> None:
     # Imported here: the component registers itself and needs a running script.
     from streamlit_drawable_canvas import st_canvas
 
-    left, right = st.columns([1, 1], gap="large")
-    with left:
-        t1, t2 = st.columns(2)
-        mode = t1.radio("Tool", ["Draw", "Drag my own box"], horizontal=True,
-                        key="predict_tool",
-                        help="Drag a box around one digit to see its IoU with the "
-                             "single-digit model's box.")
-        box_mode = mode == "Drag my own box"
-        brush = t2.slider("Brush width", 6, 40, 18, key="predict_brush", disabled=box_mode)
-        try:  # the component parses the browser's value itself: a forged one can break it
-            canvas = st_canvas(
-                stroke_width=3 if box_mode else brush,
-                stroke_color=USER_BOX_COLOR if box_mode else "#000000",
-                fill_color="rgba(0, 0, 0, 0)", background_color="#FFFFFF",
-                height=CANVAS_PX, width=CANVAS_WIDTH,
-                drawing_mode="rect" if box_mode else "freedraw",
-                update_streamlit=True, return_image_data=True, key="predict_canvas")
-        except (AttributeError, TypeError, KeyError, ValueError):
-            canvas = None  # read_canvas says so
-        st.caption("Hover the canvas for its toolbar: undo, redo, clear. "
-                   "The answer updates when a stroke ends.")
-    with right:
-        from locmnist.canvas import InvalidCanvas, read_canvas
+    # The canvas takes the page's width: half of it would clip a 560 px canvas.
+    t1, t2 = st.columns(2)
+    mode = t1.radio("Tool", ["Draw", "Drag my own box"], horizontal=True, key="predict_tool",
+                    help="Drag a box around one digit to see its IoU with the "
+                         "single-digit model's box.")
+    box_mode = mode == "Drag my own box"
+    brush = t2.slider("Brush width", 6, 40, 18, key="predict_brush", disabled=box_mode)
+    try:  # the component parses the browser's value itself: a forged one can break it
+        canvas = st_canvas(
+            stroke_width=3 if box_mode else brush,
+            stroke_color=USER_BOX_COLOR if box_mode else "#000000",
+            fill_color="rgba(0, 0, 0, 0)", background_color="#FFFFFF",
+            height=CANVAS_PX, width=CANVAS_WIDTH,
+            drawing_mode="rect" if box_mode else "freedraw",
+            update_streamlit=True, return_image_data=True, key="predict_canvas")
+    except (AttributeError, TypeError, KeyError, ValueError):
+        canvas = None  # read_canvas says so
+    st.caption("Hover the canvas for its toolbar: undo, redo, clear. "
+               "The answer updates when a stroke ends.")
+    from locmnist.canvas import InvalidCanvas, read_canvas
 
-        try:
-            drawing = read_canvas(canvas)  # checked before anything is decoded or copied
-        except InvalidCanvas as e:
-            st.error(f"Cannot read the canvas: {e}.")
-            return
-        if drawing is None:
-            show_empty("Write a number or a digit on the canvas.")
-            return
-        predictor = ui.load_predictor(model)
-        if predictor is None:
-            return
-        reader = ui.load_reader(detector)
-        ink, user_box = without_user_boxes(drawing.rgba), drawing.user_box
-        prediction, reading = ui.predict_drawing(predictor, model, ink, reader, detector)
+    try:
+        drawing = read_canvas(canvas)  # checked before anything is decoded or copied
+    except InvalidCanvas as e:
+        st.error(f"Cannot read the canvas: {e}.")
+        return
+    if drawing is None:
+        show_empty("Write a number or a digit on the canvas.")
+        return
+    predictor = ui.load_predictor(model)
+    if predictor is None:
+        return
+    reader = ui.load_reader(detector)
+    ink, user_box = without_user_boxes(drawing.rgba), drawing.user_box
+    prediction, reading = ui.predict_drawing(predictor, model, ink, reader, detector)
+    show_answers(prediction, reading, ui_image(ink), ink, model, key="canvas", source="drawn",
+                 user_box=user_box)
+
+
+def show_answers(prediction, reading, image, original, model, key: str, source: str,
+                 user_box=None) -> None:
+    """The detector's number (left) and the single-digit model's answer (right)."""
+    left, right = st.columns(2, gap="large")
+    with left:
         show_number(reading)
-        show_summary(prediction, key="canvas", user_box=user_box)
-        ui.correction_control(prediction, ink, model, key="canvas", source="drawn",
+        if reading is not None:
+            st.image(ui.reading_overlay(image, reading, width=CANVAS_WIDTH),
+                     caption=f"Your input: {len(reading.digits)} digit"
+                             f"{'' if len(reading.digits) == 1 else 's'} read by the detector")
+    with right:
+        show_summary(prediction, key=key, user_box=user_box)
+        ui.correction_control(prediction, original, model, key=key, source=source,
                               user_box=user_box)
-    show_pictures(prediction, reading, ui_image(ink), user_box=user_box)
+        show_pictures(prediction, reading, image, user_box=user_box)
 
 
 def without_user_boxes(rgba: np.ndarray) -> np.ndarray:
@@ -140,14 +151,8 @@ def show_upload(i: int, name: str, data: bytes, predictor, model, reader, detect
         except InvalidImage as e:
             st.error(ui.md_escape(f"{name}: {e}"))
             return
-        summary, pictures = st.columns([1, 2], gap="medium")
-        with summary:
-            show_number(reading)
-            show_summary(prediction, key=f"upload_{i}")
-            ui.correction_control(prediction, image, model, key=f"upload_{i}",
-                                  source="uploaded")
-        with pictures:
-            show_pictures(prediction, reading, image)
+        show_answers(prediction, reading, image, image, model, key=f"upload_{i}",
+                     source="uploaded")
 
 
 def show_empty(message: str) -> None:
@@ -203,11 +208,7 @@ def show_not_a_digit(prediction, key: str) -> None:
 
 
 def show_pictures(prediction, reading, image, user_box=None) -> None:
-    """Every digit boxed on the input, the single-digit box, and the 75x75 model input."""
-    if reading is not None:
-        st.image(ui.reading_overlay(image, reading, width=CANVAS_WIDTH),
-                 caption=f"Your input: {len(reading.digits)} digit"
-                         f"{'' if len(reading.digits) == 1 else 's'} read by the detector")
+    """The single-digit model's box on the input, and the 75x75 image it saw."""
     a, b = st.columns(2)
     if prediction.label is None:
         if reading is None:

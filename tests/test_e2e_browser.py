@@ -205,6 +205,8 @@ def test_draw_a_seven_and_see_seven_with_its_box(server, browser, page, shots):
 
     # The user's own box, dragged in rect mode, is compared with the prediction.
     page.get_by_text("Drag my own box").click()
+    page.wait_for_timeout(500)
+    settle(page, 60_000)  # the rerun that switches the canvas to rectangles has finished
     page.wait_for_timeout(1500)
     stroke(page, canvas, [(55, 45), (225, 250)])
     iou = metric_value(page, "IoU with your box")
