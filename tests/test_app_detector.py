@@ -174,7 +174,7 @@ def test_train_page_tiny_detector_run_to_completion(runs, monkeypatch):
     assert (config["kind"], config["preset"], config["epochs"], config["widths"],
             config["canvases_per_epoch"]) == ("detector", "detect-quick", 1, [4, 8, 8, 8], 640)
 
-    deadline = time.monotonic() + 400
+    deadline = time.monotonic() + 600  # the last step scores the whole detection test split
     while time.monotonic() < deadline:
         time.sleep(2.0)
         at.run()

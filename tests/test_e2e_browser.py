@@ -205,9 +205,11 @@ def test_draw_a_seven_and_see_seven_with_its_box(server, browser, page, shots):
 
     # The user's own box, dragged in rect mode, is compared with the prediction.
     page.get_by_text("Drag my own box").click()
-    page.wait_for_timeout(500)
-    settle(page, 60_000)  # the rerun that switches the canvas to rectangles has finished
-    page.wait_for_timeout(1500)
+    # The rerun that switches the canvas to rectangles disables the brush; then the
+    # canvas component redraws with its new mode.
+    page.locator(".st-key-predict_brush [role=slider][aria-disabled=true]").wait_for()
+    settle(page, 60_000)
+    page.wait_for_timeout(3000)
     stroke(page, canvas, [(55, 45), (225, 250)])
     iou = metric_value(page, "IoU with your box")
     iou.wait_for()
@@ -273,6 +275,9 @@ def test_draw_42_and_read_the_number(server, page, shots):
     assert number.inner_text().strip() == "42"
     boxed = page.locator('[data-testid="stImage"]').filter(has_text="read by the detector")
     assert "2 digits read by the detector" in boxed.inner_text()
+    boxed.locator("img").wait_for()
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stImage"] img')]
+                              .every(i => i.complete && i.naturalWidth > 0)""")
     assert boxed.locator("img").evaluate("i => i.naturalWidth") == 560
     wait_plotly(page, 1)
     page.wait_for_timeout(500)
