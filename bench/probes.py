@@ -180,9 +180,14 @@ def train_process(preset: str, overrides: dict, out_dir: str) -> dict:
 
     cmd = [sys.executable, "-m", "locmnist", "train", "--preset", preset, "--out", out_dir,
            "--no-progress"]
-    for key, value in overrides.items():  # CLI flags are the config's field names
+    import dataclasses
+
+    from locmnist.config import Config, flag
+
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for key, value in overrides.items():  # every config field has its train flag
         value = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        cmd += [f"--{key.replace('_', '-')}", value]
+        cmd += [flag(fields[key]), value]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall_s = time.perf_counter() - start

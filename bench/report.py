@@ -170,7 +170,8 @@ def format_report(report: dict) -> str:
     lines = [f"machine: {machine_line(report)}",
              f"E = {e['E_s']} s: one epoch of the reference recipe (--preset seed, 60k digits, "
              f"batch 512), measured {len(e['measured_s'])}x in this run: "
-             + ", ".join(f"{v:.1f} s" for v in e["measured_s"]), "",
+             + ", ".join(f"{v:.1f} s" for v in e["measured_s"]),
+             f"test split versions: {report['settings'].get('test_split_versions')}", "",
              "| target | wanted | measured | |", "|---|---|---|---|"]
     for t in summary["targets"]:
         mark = {True: "met", False: "**missed**", None: "n/a"}[t["met"]]

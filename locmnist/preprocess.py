@@ -225,8 +225,26 @@ def _gray_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(img.convert("L"), dtype=np.float32) / 255.0, None
 
 
+def _transparent_strokes(img: Image.Image) -> np.ndarray | None:
+    """The alpha channel (H, W) uint8 of a drawing: strokes on a mostly transparent
+    background, else None. Decided on the 8-bit channel, without float copies of the
+    image (the app's 280x280 canvas takes this path on every stroke)."""
+    if not _has_alpha(img) or img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return None
+    alpha = np.asarray(img if img.mode == "RGBA" else img.convert("RGBA"))[..., 3]
+    # The same tests as on alpha / 255 in ink_map: min < 0.98 and (alpha > 0.5).mean() < 0.5.
+    if alpha.min() < 250 and np.count_nonzero(alpha > 127) < 0.5 * alpha.size:
+        return alpha
+    return None
+
+
 def ink_map(img: Image.Image) -> tuple[np.ndarray, str | None]:
     """(ink (H, W) float32 in 0..1, reason it is blank or None)."""
+    alpha8 = _transparent_strokes(img)
+    if alpha8 is not None:
+        # Opacity is the ink, whatever colour the strokes have (even ink only in alpha).
+        # Its median comes exactly from the 256-bin histogram, not from a sort.
+        return _stretch(alpha8.astype(np.float32) / 255.0, bg=_median_u8(alpha8) / 255.0)
     gray, alpha = _gray_and_alpha(img)
     if alpha is not None and alpha.min() < 0.98:
         if (alpha > 0.5).mean() < 0.5:
@@ -241,15 +259,25 @@ def ink_map(img: Image.Image) -> tuple[np.ndarray, str | None]:
     return _stretch(ink)
 
 
-def _stretch(ink: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """Contrast-stretch so background -> 0 and the strongest ink -> 1."""
-    bg = float(np.median(ink))  # a digit covers a minority of pixels
+def _median_u8(a: np.ndarray) -> np.float32:
+    """``np.median`` of a uint8 array (as float32: the mean of the two middle values)."""
+    cum = np.cumsum(np.bincount(a.ravel(), minlength=256))
+    n = a.size
+    lo, hi = np.searchsorted(cum, [(n - 1) // 2, n // 2], side="right").astype(np.float32)
+    return (lo + hi) / np.float32(2)
+
+
+def _stretch(ink: np.ndarray, bg: float | None = None) -> tuple[np.ndarray, str | None]:
+    """Contrast-stretch so background -> 0 and the strongest ink -> 1.
+
+    ``bg``: the median of ``ink`` when the caller has it already."""
+    bg = float(np.median(ink) if bg is None else bg)  # a digit covers a minority of pixels
     peak = float(ink.max()) if ink.size else 0.0
     if peak - bg < MIN_CONTRAST:
         return np.zeros_like(ink, dtype=np.float32), "no digit found: the image is blank or too faint"
     lo = bg + 0.15 * (peak - bg)  # drop paper texture and sensor noise
-    out = np.clip((ink - lo) / (peak - lo), 0.0, 1.0).astype(np.float32)
-    if (out >= 0.5).mean() > MAX_INK_FRACTION:
+    out = np.clip((ink - lo) / (peak - lo), 0.0, 1.0).astype(np.float32, copy=False)
+    if np.count_nonzero(out >= 0.5) > MAX_INK_FRACTION * out.size:
         return out, "no digit found: the image is mostly ink or noise, not a digit"
     return out, None
 

@@ -1,5 +1,6 @@
 import json
 import threading
+import time
 
 import keras
 import numpy as np
@@ -115,6 +116,36 @@ def test_time_limit(tmp_path):
     assert result.status == "completed"
     # It stopped early, and only once the limit was reached (no wall-clock bound: CI is noisy).
     assert len(result.history["loss"]) < 50 and result.history["elapsed_s"][-1] >= 3.0
+
+
+class _SlowerMachine(keras.callbacks.Callback):
+    """After every training step, sleep three times as long as the step took: a machine
+    four times slower, on the clock the time limit reads."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(3 * (time.perf_counter() - self.t0))
+
+
+def test_quick_preset_result_does_not_depend_on_machine_speed(tmp_path):
+    """The quick preset is work-based: a fixed number of steps on a step-based learning-rate
+    schedule, its time limit only a safety cap. So a run on a 4x slower machine does every
+    step and ends where the normal run ends (the same losses and learning rates)."""
+    from locmnist.config import preset
+
+    quick = preset("quick")
+    cfg = tiny_config(epochs=quick.epochs, warmup_epochs=quick.warmup_epochs,
+                      learning_rate=quick.learning_rate, time_limit_s=quick.time_limit_s)
+    normal = train(cfg, tmp_path / "normal", evaluate_test=False)
+    slow = train(cfg, tmp_path / "slow", callbacks=[_SlowerMachine()], evaluate_test=False)
+    assert normal.status == slow.status == "completed"
+    assert slow.history["elapsed_s"][-1] > 2 * normal.history["elapsed_s"][-1]  # it was slower
+    assert slow.history["epoch"] == normal.history["epoch"] == [1.0, 2.0]
+    assert slow.history["learning_rate"] == pytest.approx(normal.history["learning_rate"])
+    for key in ("loss", "val_loss", "val_classification_accuracy"):
+        assert slow.history[key] == pytest.approx(normal.history[key], rel=1e-3), key
 
 
 def test_unwritable_run_directory(tmp_path):
