@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
                    help="simulated slower machine for quick: each step takes this many times "
                         "as long (0 = skip)")
     p.add_argument("--reference-epochs", type=int, default=2,
-                   help="epochs of the reference recipe run to measure E (the last is E)")
+                   help="epochs of the reference recipe run to measure E (the last is E; "
+                        "0 = no E)")
     p.add_argument("--model", help="model for latency and memory (default: shipped model)")
     p.add_argument("--latency-runs", type=int, default=300)
     p.add_argument("--synthesis-seconds", type=float, default=5.0)
@@ -166,9 +167,11 @@ def measure(args, overrides: dict) -> dict:
                   "test_split_versions": _split_versions()}}
     model = str(args.model) if args.model else None
     ref_params = {"epochs": args.reference_epochs, "overrides": overrides}
-    _say("E: the reference recipe's epoch ...")
-    report["reference_epoch"] = [run_probe("reference_epoch", ref_params,
-                                           timeout_s=3600 * args.reference_epochs)]
+    report["reference_epoch"] = []
+    if args.reference_epochs:  # 0: no E (latency ratios and throughput only)
+        _say("E: the reference recipe's epoch ...")
+        report["reference_epoch"].append(run_probe("reference_epoch", ref_params,
+                                                   timeout_s=3600 * args.reference_epochs))
     _say("latency ...")
     report["latency"] = run_probe("latency", {"model_path": model, "runs": args.latency_runs},
                                   timeout_s=900)
@@ -203,7 +206,7 @@ def measure(args, overrides: dict) -> dict:
                 "preset": name, "budget_s": budget, "overrides": overrides, "eval_splits": splits,
                 "eval_limit": args.eval_limit, "out_dir": str(Path(tmp) / name)},
                 timeout_s=budget * 4 + 900)
-    if {"default", "seed"} & set(presets):  # the machine's speed again, after the long part
+    if args.reference_epochs and {"default", "seed"} & set(presets):  # speed again, at the end
         _say("E again, at the end ...")
         report["reference_epoch"].append(run_probe("reference_epoch", ref_params,
                                                    timeout_s=3600 * args.reference_epochs))
