@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -258,12 +259,12 @@ def _timed(fn, runs: int, warmup: int = LATENCY_WARMUP) -> dict:
             "p95_ms": round(float(np.percentile(times, 95)), 4), "runs": runs}
 
 
-def _model_latency(model, image: np.ndarray, canvas: np.ndarray, runs: int) -> dict:
+def _model_latency(predictor, image: np.ndarray, canvas: np.ndarray, runs: int) -> dict:
+    """``predictor`` comes from ``Predictor.load``, as users get it."""
     from locmnist.export import tflite_bytes
-    from locmnist.inference import Predictor
     from locmnist.tflite_runtime import TFLitePredictor
 
-    predictor = Predictor(model)
+    model = predictor.model
     lite = TFLitePredictor(tflite_bytes(model))
     slow_runs = max(5, min(runs, 60))  # model.predict is tens of ms a call
     return {
@@ -289,10 +290,17 @@ def latency(model_path: str | None, runs: int) -> dict:
 
     image = np.asarray(drawn(7, np.random.default_rng(0)).image)  # (280, 280, 4) uint8
     canvas = prepare(image).model_input[None, :, :, None]          # (1, 75, 75, 1) float32
+    import tempfile
+
     ours = Predictor.load(model_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = Path(tmp) / "reference.keras"
+        build_model(preset("seed")).save(reference)
+        reference = Predictor.load(reference)
     return {"model": ours.source, "image_shape": list(image.shape),
-            "ours": _model_latency(ours.model, image, canvas, runs),
-            "reference_cnn": _model_latency(build_model(preset("seed")), image, canvas, runs)}
+            "single_image_runtime": type(ours._single).__name__ if ours._single else "tensorflow",
+            "ours": _model_latency(ours, image, canvas, runs),
+            "reference_cnn": _model_latency(reference, image, canvas, runs)}
 
 
 def number_drawing(digits: str, rng) -> np.ndarray:
