@@ -50,7 +50,6 @@ class Predictor:
         # One canvas at a time through a faster runtime with the same outputs
         # (``Predictor.load`` sets the model's TFLite copy here); None: TensorFlow.
         self._single = None
-        self._single = single_image
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> "Predictor":
