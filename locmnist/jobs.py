@@ -132,25 +132,10 @@ def _lock_path(root: Path) -> Path:
     return root / runs.LOCK
 
 
-def _held(path: Path) -> bool:
-    """Whether someone holds an exclusive flock on ``path`` (a shared probe, released at once)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def active_run_id(root: Path | None = None) -> str | None:
     """The run holding the lock ("starting" while its id is being written), or None."""
     lock = _lock_path(root or runs.runs_root())
-    if not _held(lock):
+    if not runs.flock_held(lock):
         return None
     try:
         held = json.loads(lock.read_text())
@@ -163,7 +148,7 @@ def active_run_id(root: Path | None = None) -> str | None:
 def _take_lock(root: Path, run_id: str) -> int:
     """An fd holding the server-wide lock, its content naming ``run_id``; else TrainingBusy.
 
-    Retried briefly: a reader's shared probe (``_held``) can hold it for microseconds.
+    Retried briefly: a reader's shared probe (``runs.flock_held``) can hold it for microseconds.
     """
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(_lock_path(root), os.O_RDWR | os.O_CREAT, 0o644)

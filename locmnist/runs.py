@@ -211,8 +211,14 @@ def run_dir_lock(run_dir: str | os.PathLike, wait_s: float = 2.0):
 
 def run_locked(run_dir: str | os.PathLike) -> bool | None:
     """Whether a trainer holds ``run_dir``'s lock; None for runs from before the lock existed."""
+    return flock_held(Path(run_dir) / RUN_LOCK)
+
+
+def flock_held(path: Path) -> bool | None:
+    """Whether someone holds an exclusive flock on ``path`` (probed with a shared lock,
+    released at once); None when there is no such file."""
     try:
-        fd = os.open(Path(run_dir) / RUN_LOCK, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
