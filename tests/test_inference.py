@@ -3,7 +3,7 @@ same outputs as TensorFlow; batches on TensorFlow."""
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 @pytest.fixture
