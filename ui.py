@@ -602,8 +602,8 @@ def finetune_section() -> str | None:
                                            else "") +
                f". Fine-tuning starts from the model in use ({model.name}), mixes the "
                "corrections with replayed MNIST digits so it forgets nothing, and holds out "
-               "a third of them to judge the result. It takes about one epoch of the "
-               "reference recipe.")
+               "a third of them to judge the result. A fixed amount of work: measured at "
+               "0.4 epochs of the reference recipe (README, Learning from corrections).")
     if not st.button("Fine-tune on corrections", key="finetune_start", disabled=n < 2,
                      help=None if n >= 2 else "Needs at least 2 corrections (Predict page: "
                                               "'Wrong? It's a …')."):
