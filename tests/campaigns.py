@@ -62,9 +62,26 @@ def read_state(run_dir: Path) -> dict:
         return {}
 
 
-def start_train(out: Path, flags=TINY_TRAIN) -> subprocess.Popen:
+# The trainer, with each model.keras write held open for 2 s after its temp file is
+# created: a poller on a loaded machine can then land its kill mid-write for sure.
+SLOW_MODEL_WRITES = """
+import sys, time
+import locmnist.training as training
+real = training.atomic_write
+def held(path, write, suffix=""):
+    if str(path).endswith("model.keras"):
+        return real(path, lambda tmp: (time.sleep(2.0), write(tmp)), suffix)
+    return real(path, write, suffix)
+training.atomic_write = held
+from locmnist.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def start_train(out: Path, flags=TINY_TRAIN, slow_model_writes: bool = False) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "locmnist", "train", *flags,
+    entry = ["-c", SLOW_MODEL_WRITES] if slow_model_writes else ["-m", "locmnist"]
+    return subprocess.Popen([sys.executable, *entry, "train", *flags,
                              "--out", str(out)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -94,7 +111,8 @@ def kill_campaign(parent: Path, seed: int = 0, timeout_s: float = 300.0,
     jobs = []
     for i, (name, ready, max_delay, sig, flags) in enumerate(plan):
         out = parent / f"signalled-{i}"
-        jobs.append({"moment": name, "signal": sig, "dir": out, "proc": start_train(out, flags),
+        proc = start_train(out, flags, slow_model_writes=name in CONFIRM)
+        jobs.append({"moment": name, "signal": sig, "dir": out, "proc": proc,
                      "ready": ready, "delay": rng.uniform(0, max_delay), "t0": time.monotonic(),
                      "armed_at": None, "sent_at": None, "exited_at": None,
                      "finished_first": False, "confirmed": False})
