@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from locmnist.preprocess import InvalidImage, Prepared, prepare
+from locmnist.results import NOT_A_DIGIT
 from tests.corpus import digit_ink, encode, load_predictor
 
 FAST = settings(max_examples=40, deadline=None, derandomize=True,
@@ -90,9 +91,19 @@ def check_prediction(pred, size: tuple[int, int]) -> None:
     assert 0.0 <= pred.model_input.min() and pred.model_input.max() <= 1.0
     assert len(pred.probabilities) == 10
     if pred.label is None:
-        assert pred.message.strip()
-        assert pred.probabilities == (0.0,) * 10 and pred.confidence == 0.0
+        # No digit: never a box. Two answers (locmnist.results): "not a digit" keeps the
+        # calibrated probabilities and the best one as confidence; a blank input (the model
+        # never ran, its canvas is empty) has none.
         assert pred.box is None and pred.box_normalized is None and pred.model_box is None
+        if pred.rejected:
+            assert pred.message == NOT_A_DIGIT
+            assert abs(sum(pred.probabilities) - 1.0) < 1e-3
+            assert pred.confidence == max(pred.probabilities)
+            assert pred.to_dict()["message"] == NOT_A_DIGIT
+        else:
+            assert pred.message.startswith("no digit found"), pred.message
+            assert not pred.model_input.any()
+            assert pred.probabilities == (0.0,) * 10 and pred.confidence == 0.0
         return
     assert pred.label in range(10)
     assert abs(sum(pred.probabilities) - 1.0) < 1e-3
