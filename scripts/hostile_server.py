@@ -397,7 +397,7 @@ def training_sessions(browser, server: Server, rounds: int, cap_s: int) -> tuple
 def campaign(fast: bool) -> tuple[list[dict], bool]:
     from playwright.sync_api import sync_playwright
 
-    cap_s = 45 if fast else 60
+    cap_s = 90 if fast else 120  # TensorFlow alone may take 30 s to import on a loaded machine
     rows, ok = [], True
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
         work = Path(tmp)
