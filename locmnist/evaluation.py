@@ -123,7 +123,7 @@ def evaluate_model(model, data: str = "standard", limit: int | None = None,
     metrics["data"] = data
     metrics["split_version"] = SPLIT_VERSIONS[data]
     if data == "styles":  # each style on its own: the MNIST digits and every variant
-        from locmnist.styles import styles_split
+        from locmnist.synthesis import styles_split
 
         kinds = styles_split(mnist_path)[3][:len(labels)]
         right = probs.argmax(axis=1) == labels

@@ -208,28 +208,6 @@ def copy_calibration(source, exported: Path) -> None:
 
 # --- reading back ---------------------------------------------------------------
 
-def load_detector_export(path, fmt: str):
-    """A callable ``f(x (N, H, W, 1) float32) -> {heatmap, size, offset}`` for a detector export."""
-    from locmnist.detector import OUTPUT_NAMES
-
-    path = Path(path)
-    if fmt == "savedmodel":
-        import tensorflow as tf
-
-        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        return lambda x: {k: v.numpy() for k, v in serve(image=tf.constant(x, tf.float32)).items()
-                          if k in OUTPUT_NAMES}
-    if fmt == "tflite":
-        from locmnist.tflite_runtime import tflite_maps_runner
-
-        return tflite_maps_runner(path)
-    if fmt == "keras":
-        from locmnist.reader import Reader
-
-        return Reader.load(path).raw_outputs
-    raise ValueError(f"unknown export format {fmt!r}")
-
-
 def load_export(path, fmt: str):
     """A callable ``f(x (N,75,75,1) float32) -> (probs, boxes, digit scores or None)``."""
     path = Path(path)
@@ -261,7 +239,10 @@ def max_difference(model, path, fmt: str, canvases: np.ndarray) -> float:
     from locmnist.model_files import digit_key, output_roles
 
     if is_detector(model):
-        run_maps = load_detector_export(path, fmt)
+        from locmnist.reader import Reader
+
+        # Reader.load runs any of the three formats (found from the path).
+        run_maps = Reader.load(path, classifier=None).raw_outputs
         worst = 0.0
         for i in range(0, len(canvases), 50):
             x = pad16(canvases[i:i + 50])

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from locmnist.decoding import Detections, decode_batch
-from locmnist.detector import pad16
+from locmnist.detector import OUTPUT_NAMES, pad16
 from locmnist.detector_config import DetectorConfig
 from locmnist.preprocess import InvalidImage, ink_image
 from locmnist.results import Digit, Reading
@@ -40,6 +40,23 @@ MARGIN = 0.6              # context around the ink, in digit heights
 MAX_SIDE = 2048           # the rescaled region's longest side is capped (time and memory)
 AGNOSTIC_IOU = 0.5        # a second label on the same ink is dropped (decoding step 4)
 CLOSER_LOOK_INK = 46.0    # px: a digit's height in the single-digit model's 75x75 input
+
+
+def load_detector_export(path, fmt: str):
+    """A callable ``f(x (N, H, W, 1) float32) -> {heatmap, size, offset}`` for a detector
+    export written by ``locmnist.export`` ("savedmodel" directory or "tflite" file)."""
+    path = Path(path)
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda x: {k: v.numpy() for k, v in serve(image=tf.constant(x, tf.float32)).items()
+                          if k in OUTPUT_NAMES}
+    if fmt == "tflite":
+        from locmnist.tflite_runtime import tflite_maps_runner
+
+        return tflite_maps_runner(path)
+    raise ValueError(f"unknown detector export format {fmt!r}")
 
 
 class Reader:
@@ -79,8 +96,6 @@ class Reader:
             classifier = Predictor.load(None if classifier == "default" else classifier)
         path = Path(path) if path else default_detector_path()
         if path.suffix.lower() == ".tflite" or (path / "saved_model.pb").is_file():
-            from locmnist.export import load_detector_export
-
             from locmnist.runs import sidecar
 
             fmt = "tflite" if path.suffix.lower() == ".tflite" else "savedmodel"

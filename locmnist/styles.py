@@ -1,4 +1,5 @@
-"""Digit styles MNIST lacks, and the seeded "styles" test split that measures them.
+"""Digit styles MNIST lacks, and the settings of the seeded "styles" test split that
+measures them (the split itself: ``locmnist.synthesis.styles_split``).
 
 MNIST is the handwriting of about 500 American writers. Writers elsewhere form
 some digits differently: a 1 with a long flag and a foot, a crossed 7, a Z-like
@@ -17,8 +18,6 @@ generator streams (``SPLIT_STREAMS``), and the split's canvases from their own
 seed, so no test variant is ever a training variant.
 """
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -162,30 +161,3 @@ def variants(n: int, seed: int = 0, split: str = "train"):
 
 def styles_split_config() -> Config:
     return Config(data="standard", **STYLES_SPLIT_CONFIG)
-
-
-@functools.lru_cache(maxsize=1)
-def _styles_split(mnist_path: str | None):
-    from locmnist.data import load_mnist
-    from locmnist.synthesis import synthesize_numpy
-
-    mnist = load_mnist(mnist_path)
-    vx, vy, vk = variants(TEST_VARIANTS, seed=0, split="test")
-    images = np.concatenate([mnist.x_test, vx])
-    labels = np.concatenate([mnist.y_test, vy]).astype(np.int64)
-    kinds = np.concatenate([np.full(len(mnist.x_test), "mnist"), vk])
-    canvases, boxes = synthesize_numpy(images, styles_split_config(), seed=STYLES_TEST_SEED)
-    canvases_u8 = np.rint(canvases * 255).astype(np.uint8)
-    for a in (canvases_u8, boxes, labels, kinds):
-        a.setflags(write=False)
-    return canvases_u8, boxes, labels, kinds
-
-
-def styles_split(mnist_path: str | None = None):
-    """The seeded styles split: the 10,000 MNIST test digits and 3,500 variants (500 of
-    each style), all with aspect changes, elastic distortion and wider pens.
-
-    Returns (canvases uint8 (13500, 75, 75, 1), boxes (13500, 4), labels (13500,),
-    kinds (13500,): "mnist" or the style name).
-    """
-    return _styles_split(mnist_path)

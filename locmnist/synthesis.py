@@ -25,6 +25,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from locmnist import styles
 from locmnist.boxes import INK_THRESHOLD
 from locmnist.config import Config
 
@@ -273,15 +274,41 @@ def _test_split(data: str, mnist_path: str | None):
     return canvases_u8, boxes, mnist.y_test.astype(np.int64)
 
 
+@functools.lru_cache(maxsize=1)
+def _styles_split(mnist_path: str | None):
+    from locmnist.data import load_mnist
+
+    mnist = load_mnist(mnist_path)
+    vx, vy, vk = styles.variants(styles.TEST_VARIANTS, seed=0, split="test")
+    images = np.concatenate([mnist.x_test, vx])
+    labels = np.concatenate([mnist.y_test, vy]).astype(np.int64)
+    kinds = np.concatenate([np.full(len(mnist.x_test), "mnist"), vk])
+    canvases, boxes = synthesize_numpy(images, styles.styles_split_config(),
+                                       seed=styles.STYLES_TEST_SEED)
+    canvases_u8 = np.rint(canvases * 255).astype(np.uint8)
+    for a in (canvases_u8, boxes, labels, kinds):
+        a.setflags(write=False)
+    return canvases_u8, boxes, labels, kinds
+
+
+def styles_split(mnist_path: str | None = None):
+    """The seeded styles split: the 10,000 MNIST test digits and 3,500 variants (500 of
+    each style, drawn by ``locmnist.styles``), all with aspect changes, elastic distortion
+    and wider pens.
+
+    Returns (canvases uint8 (13500, 75, 75, 1), boxes (13500, 4), labels (13500,),
+    kinds (13500,): "mnist" or the style name).
+    """
+    return _styles_split(mnist_path)
+
+
 def test_split(data: str = "standard", mnist_path: str | None = None):
     """The fixed, seeded test split: 10,000 canvases from the MNIST test digits
-    ("standard" or "seed"), or the styles split ("styles": see ``locmnist.styles``).
+    ("standard" or "seed"), or the styles split ("styles": ``styles_split``).
 
     Returns (canvases uint8 (N, 75, 75, 1), boxes (N, 4), labels (N,)).
     """
     if data == "styles":
-        from locmnist.styles import styles_split
-
         return styles_split(mnist_path)[:3]
     if data not in ("standard", "seed"):
         raise ValueError(f"unknown data mode {data!r}")

@@ -4,6 +4,7 @@ import pytest
 from locmnist import styles
 from locmnist.boxes import tight_box
 from locmnist.config import Config
+from locmnist.synthesis import styles_split
 from locmnist.training import add_style_variants
 
 
@@ -52,7 +53,7 @@ def test_training_mix_adds_the_configured_share():
 
 
 def test_styles_split(mnist):
-    canvases, boxes, labels, kinds = styles.styles_split()
+    canvases, boxes, labels, kinds = styles_split()
     n = len(mnist.x_test) + styles.TEST_VARIANTS
     assert canvases.shape == (n, 75, 75, 1) and canvases.dtype == np.uint8
     assert np.array_equal(labels[:len(mnist.x_test)], mnist.y_test)
