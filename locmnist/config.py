@@ -108,28 +108,21 @@ class Config:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
 
-    # -- persistence -------------------------------------------------------
+    # -- persistence (shared with DetectorConfig: the functions below) -------
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["widths"] = list(self.widths)
-        d["crop_widths"] = list(self.crop_widths)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        known = {f.name for f in dataclasses.fields(cls)}
         # Configs saved before the closer look or the digit output existed had neither.
-        d = {"crop_size": 0, "negative_fraction": 0.0, **d}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return config_from_dict(cls, {"crop_size": 0, "negative_fraction": 0.0, **d})
 
     def save(self, path: str | Path) -> None:
-        from locmnist.files import atomic_write_text
-
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+        save_config(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return load_config(cls, path)
 
     @property
     def digit_head(self) -> bool:
@@ -137,8 +130,36 @@ class Config:
         return self.arch == "default" and self.negative_fraction > 0
 
     def replace(self, **overrides) -> "Config":
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self, **overrides)
+        return replace_config(self, **overrides)
+
+
+# --- persistence of any config dataclass (Config, DetectorConfig) ------------------
+
+def config_to_dict(cfg) -> dict:
+    """JSON-ready fields: tuples (layer widths) as lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def config_from_dict(cls, d: dict):
+    """``cls`` from saved fields; keys it does not know (a newer or older file) are ignored."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def save_config(cfg, path: str | Path) -> None:
+    from locmnist.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(cfg.to_dict(), indent=2))
+
+
+def load_config(cls, path: str | Path):
+    """``cls.from_dict`` of a saved config file (raises OSError / ValueError if unreadable)."""
+    return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def replace_config(cfg, **overrides):
+    """A copy with ``overrides`` applied; None values are ignored (unset flags)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def preset(name: str, **overrides) -> Config:

@@ -7,12 +7,11 @@ from ``dataclasses.fields(DetectorConfig)``.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from locmnist.config import LR_SCHEDULES, _f
+from locmnist.config import (LR_SCHEDULES, _f, config_from_dict, config_to_dict, load_config,
+                             replace_config, save_config)
 
 DETECTOR_PRESETS = ("detect", "detect-quick")
 
@@ -70,29 +69,23 @@ class DetectorConfig:
         if not 1 <= self.max_digits <= 12:
             raise ValueError("max_digits must be 1..12")
 
-    # -- persistence ---------------------------------------------------------
+    # -- persistence (one owner: the functions in locmnist.config) ------------
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["widths"] = list(self.widths)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return config_from_dict(cls, d)
 
     def save(self, path: str | Path) -> None:
-        from locmnist.files import atomic_write_text
-
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+        save_config(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "DetectorConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return load_config(cls, path)
 
     def replace(self, **overrides) -> "DetectorConfig":
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self, **overrides)
+        return replace_config(self, **overrides)
 
     @property
     def steps_per_epoch(self) -> int:
