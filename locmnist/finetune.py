@@ -83,6 +83,7 @@ def finetune(model_path: str | os.PathLike, corrections: str | os.PathLike,
              mnist_path: str | None = None):
     """Fine-tune ``model_path`` on ``corrections`` (a database, folder or zip) into
     ``out_dir``; returns the ``TrainResult``. Raises ValueError for unusable input."""
+    from locmnist import runs
     from locmnist.config import Config
     from locmnist.files import atomic_write_json
     from locmnist.labelled import load_labelled, to_digits
@@ -113,7 +114,7 @@ def finetune(model_path: str | os.PathLike, corrections: str | os.PathLike,
               "settings": dataclasses.asdict(settings), "before": before}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "finetune.json", record)
+    atomic_write_json(out / runs.FINETUNE, record)
 
     def evaluate(model) -> dict:
         from locmnist.evaluation import evaluate_model

@@ -53,6 +53,7 @@ CALIBRATION = "calibration.json"  # temperature and "not a digit" threshold (loc
 CANCEL = "CANCEL"
 JOB = "job.json"
 LOG = "train.log"
+FINETUNE = "finetune.json"         # a fine-tuned run's record (locmnist.finetune)
 # In the runs root: the one-training-at-a-time lock (see locmnist.jobs).
 LOCK = ".training.lock"
 # In a run directory: held (flock) by the trainer writing it, for as long as it runs.

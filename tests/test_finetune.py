@@ -6,6 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from locmnist import runs
 from locmnist.corrections import CorrectionStore
 from locmnist.finetune import FinetuneSettings, split_holdout
 from locmnist.training import mix_in
@@ -66,17 +67,17 @@ def test_cli_finetune_writes_a_run_with_before_and_after(tmp_path, corrections):
                 "--no-progress", *TINY)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "held-out corrections (n=4)" in r.stderr
-    for name in ("config.json", "history.json", "model.keras", "status.json", "finetune.json"):
+    for name in (runs.CONFIG, runs.HISTORY, runs.MODEL, runs.STATUS, runs.FINETUNE):
         assert (out / name).is_file(), name
-    assert json.loads((out / "status.json").read_text())["state"] == "completed"
-    metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / runs.STATUS).read_text())["state"] == "completed"
+    metrics = json.loads((out / runs.METRICS).read_text())
     ft = metrics["finetune"]
     assert (ft["n_corrections"], ft["trained_on"], ft["held_out"]) == (12, 8, 4)
     for when in ("before", "after"):
         assert ft[when]["held_out"]["n"] == 4 and ft[when]["test"]["n"] == 100
     assert metrics["accuracy"] == ft["after"]["test"]["accuracy"] and metrics["n"] == 100
     # The run's config is the starting model's architecture with the fine-tuning's recipe.
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / runs.CONFIG).read_text())
     shipped = json.loads(SHIPPED.with_name("default.config.json").read_text())
     assert cfg["widths"] == shipped["widths"] and cfg["train_digits"] == 128
 
@@ -104,7 +105,7 @@ def test_train_extra_reads_the_exported_zip(tmp_path, corrections):
     assert r.returncode == 0, r.stderr
     assert f"mixing in 12 extra images from {zip_path}" in r.stderr
     # 256 MNIST digits + the 12 extra ones x 21 (half the mix) = 508 digits: 7 steps of 64
-    assert json.loads((out / "status.json").read_text())["steps"] == 7
+    assert json.loads((out / runs.STATUS).read_text())["steps"] == 7
 
 
 @pytest.mark.slow
