@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from locmnist import jobs
-from locmnist.runs import CANCEL
+from locmnist.runs import CANCEL, CONFIG, HISTORY, JOB, METRICS, MODEL, STATUS
 from tests.helpers import APP_TIMEOUT as TIMEOUT
 from tests.helpers import REPO, mnist_test_png, needs_model, page, wait_until_no_run_is_active
 
@@ -112,7 +112,7 @@ def test_a_crafted_huge_model_upload_is_refused_before_it_is_saved(tmp_path, mon
     with zipfile.ZipFile(tmp_path / "small.keras") as src, zipfile.ZipFile(buf, "w") as dst:
         for item in src.infolist():
             data = src.read(item)
-            if item.filename == "config.json":
+            if item.filename == CONFIG:
                 cfg = json.loads(data)
                 cfg["config"]["layers"][-1]["config"]["units"] = 200_000
                 data = json.dumps(cfg).encode()
@@ -195,12 +195,12 @@ def test_train_page_tiny_run_to_completion(runs, monkeypatch):
     assert f"Run {run_id}: completed" in [h.value for h in at.subheader], [
         e.value for e in at.error]
     metrics = {m.label: m.value for m in at.metric}
-    saved = json.loads((runs / run_id / "metrics.json").read_text())
+    saved = json.loads((runs / run_id / METRICS).read_text())
     assert metrics["Test accuracy"] == f"{saved['accuracy']:.2%}"   # what the run measured
-    history = json.loads((runs / run_id / "history.json").read_text())
+    history = json.loads((runs / run_id / HISTORY).read_text())
     assert history["epoch"] == [1, 2]
     at.button(key="train_use_model").click().run()
-    assert at.session_state["active_model"] == str(runs / run_id / "model.keras")
+    assert at.session_state["active_model"] == str(runs / run_id / MODEL)
 
     wait_until_no_run_is_active(runs)  # the trainer exits (freeing the lock) after "completed"
     refreshed = page("train").run()  # a refresh is a new session: the last run is still shown
@@ -288,13 +288,13 @@ def test_uploaded_models_beyond_the_quota_go_oldest_first(tmp_path):
 @pytest.mark.parametrize("name", ["predict", "train", "history", "evaluate"])
 def test_every_page_renders_beside_malformed_runs(runs, name):
     """Issue 12 finding 5: one bad run directory took down every page for everyone."""
-    for i, (file, text) in enumerate([("status.json", "[1]"), ("status.json", '"x"'),
-                                      ("status.json", "5"), ("job.json", '{"pid": "12"}'),
-                                      ("history.json", "[1]")]):
+    for i, (file, text) in enumerate([(STATUS, "[1]"), (STATUS, '"x"'),
+                                      (STATUS, "5"), (JOB, '{"pid": "12"}'),
+                                      (HISTORY, "[1]")]):
         d = runs / f"2026010{i}-bad"
         d.mkdir(parents=True)
-        if file != "status.json":
-            (d / "status.json").write_text('{"state": "completed"}')
+        if file != STATUS:
+            (d / STATUS).write_text('{"state": "completed"}')
         (d / file).write_text(text)
     at = page(name).run()
     assert not at.exception

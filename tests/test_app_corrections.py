@@ -6,6 +6,7 @@ import time
 import pytest
 
 from locmnist.corrections import DB_NAME, CorrectionStore
+from locmnist.runs import HISTORY, MODEL
 from tests.helpers import mnist_test_png, needs_model, page
 
 
@@ -100,7 +101,7 @@ def test_finetune_on_corrections_runs_as_a_training_run(runs, monkeypatch, mnist
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
     assert [r[0] for r in rows] == ["| held-out corrections (n=2)", "| test split (n=100)"]
     assert all(r[1].endswith("%") and r[2].endswith("%** |") for r in rows)
-    history = json.loads((runs / run_id / "history.json").read_text())
+    history = json.loads((runs / run_id / HISTORY).read_text())
     assert history["epoch"] == [1, 2]
     at.button(key="train_use_model").click().run()
-    assert at.session_state["active_model"] == str(runs / run_id / "model.keras")
+    assert at.session_state["active_model"] == str(runs / run_id / MODEL)

@@ -319,7 +319,7 @@ def test_train_while_switching_pages_then_compare_in_history(server, page, shots
     page.get_by_role("button", name="Use this model").click()
     page.get_by_text("now use this model").wait_for()
     page.screenshot(path=str(shots / "train-done.png"), full_page=True)
-    history = json.loads((server["runs"] / run_id / "history.json").read_text())
+    history = json.loads(history_file.read_text())
     assert history["epoch"] == list(range(1, len(history["epoch"]) + 1))
 
     page.get_by_role("link", name="History").click()
