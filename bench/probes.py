@@ -261,7 +261,7 @@ def _timed(fn, runs: int, warmup: int = LATENCY_WARMUP) -> dict:
 
 def _model_latency(predictor, image: np.ndarray, canvas: np.ndarray, runs: int) -> dict:
     """``predictor`` comes from ``Predictor.load``, as users get it."""
-    from locmnist.export import tflite_bytes
+    from locmnist.serving import tflite_bytes
     from locmnist.tflite_runtime import TFLitePredictor
 
     model = predictor.model

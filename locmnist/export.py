@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from locmnist.config import INPUT_SHAPE
+from locmnist.serving import tflite_bytes, write_savedmodel
 
 FORMATS = ("savedmodel", "tflite", "keras")
 PARITY_TOLERANCE = 1e-4
@@ -100,45 +100,6 @@ def export_model(model, fmt: str, out, config=None) -> Path:
     raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
 
 
-def serving_function(model):
-    """A tf.function with the fixed serving signature, mapping outputs to our names."""
-    import tensorflow as tf
-
-    from locmnist.detector import OUTPUT_NAMES, is_detector
-    from locmnist.model_files import digit_key, output_roles
-
-    if is_detector(model):
-        @tf.function(input_signature=[tf.TensorSpec((None, None, None, 1), tf.float32,
-                                                    name="image")])
-        def serve_maps(image):
-            out = model(image, training=False)
-            return {k: out[k] for k in OUTPUT_NAMES}
-
-        return serve_maps
-    cls_key, box_key = output_roles(model)
-    digit = digit_key(model)
-
-    @tf.function(input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name="image")])
-    def serve(image):
-        out = model(image, training=False)
-        named = {"classification": out[cls_key], "bounding_box": out[box_key]}
-        if digit is not None:  # "is there a digit at all" (locmnist.model)
-            named["digit"] = out[digit]
-        return named
-
-    return serve
-
-
-def _write_savedmodel(model, directory: Path) -> None:
-    import keras
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    # The first endpoint is also published as "serving_default" for TF Serving.
-    archive.add_endpoint("serve", serving_function(model))
-    archive.write_out(str(directory), verbose=False)
-
-
 def export_savedmodel(model, out_dir: Path) -> Path:
     """Write a SavedModel directory; an existing SavedModel there is replaced."""
     out_dir = Path(out_dir)
@@ -148,7 +109,7 @@ def export_savedmodel(model, out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     try:
-        _write_savedmodel(model, tmp / "model")
+        write_savedmodel(model, tmp / "model")
         # A directory cannot be swapped in one step: move the old one aside first,
         # so a reader sees the old or the new export, never a half-written one.
         old = tmp / "old"
@@ -158,17 +119,6 @@ def export_savedmodel(model, out_dir: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
-
-
-def tflite_bytes(model) -> bytes:
-    """The model converted to TFLite through a temporary SavedModel."""
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory(prefix="locmnist-export-") as tmp:
-        _write_savedmodel(model, Path(tmp) / "savedmodel")
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "savedmodel"),
-                                                             signature_keys=["serving_default"])
-        return converter.convert()
 
 
 def export_tflite(model, out_file: Path) -> Path:

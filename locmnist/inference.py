@@ -131,7 +131,7 @@ def _tflite_copy(predictor: Predictor, model_file: Path):
             cached.unlink(missing_ok=True)
     try:
         if lite is None:
-            from locmnist.export import tflite_bytes
+            from locmnist.serving import tflite_bytes
 
             data = tflite_bytes(predictor.model)
             lite = TFLitePredictor(data, str(cached))
