@@ -1,8 +1,8 @@
 """The hostile-session campaign's fast form against a real server (issue 12):
 ``scripts/hostile_server.py --fast``. Crafted canvas payloads and models, malformed
-run directories, an upload flood and Start/Cancel from several sessions; after each,
-every page renders, the server's peak RSS stays under 2 GB, the unattended run stops
-at the public cap, and a bystander's answer does not change."""
+run directories and an upload flood; after each group, every page renders, the
+server's peak RSS stays under 2 GB, and a bystander's answer does not change. (Start/Cancel
+from several sessions is in the full form only; tests/test_jobs.py covers its rules.)"""
 import json
 import subprocess
 import sys
