@@ -176,22 +176,23 @@ def test_browser_runs_are_bounded_and_stopped_at_the_wall_clock_cap(tmp_path, mo
     from locmnist.settings import ServerSettings
 
     monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
-    limits = ServerSettings(max_epochs=3, max_train_digits=4096, max_run_seconds=12)
+    limits = ServerSettings(max_epochs=3, max_train_digits=20_000, max_run_seconds=12)
     with pytest.raises(ValueError, match="at most 3 epochs"):
         jobs.start_training("quick", root=tmp_path, limits=limits, epochs=4, train_digits=512)
-    with pytest.raises(ValueError, match="4,096 training digits"):
+    with pytest.raises(ValueError, match="20,000 training digits"):
         jobs.start_training("quick", root=tmp_path, limits=limits, epochs=1, train_digits=0)
     started = time.monotonic()
-    # Three epochs of 4096 digits is far more than 12 s on these machines.
+    # Three epochs of 20,000 digits take minutes on these machines, far beyond the cap and
+    # the 25 s allowed below (the cap plus room for a busy machine to schedule the kill).
     run_id = jobs.start_training("quick", root=tmp_path, limits=limits, epochs=3,
-                                 train_digits=4096, batch_size=64)
+                                 train_digits=20_000, batch_size=64)
     job = json.loads((tmp_path / run_id / runs.JOB).read_text())
     assert job["cap_s"] == 12 and job["fields"]["time_limit_s"] == 9
     pid = job["pid"]
-    wait_for(lambda: not jobs.pid_alive(pid), 14, "the capped run to end")
+    wait_for(lambda: not jobs.pid_alive(pid), 25, "the capped run to end")
     with pytest.raises(ProcessLookupError):  # nothing of its process group is left
         os.killpg(pid, 0)
-    assert time.monotonic() - started < 14
+    assert time.monotonic() - started < 25
     info = runs.run_info(tmp_path / run_id)
     assert not info.live and jobs.active_run_id(tmp_path) is None
 
