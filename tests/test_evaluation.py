@@ -53,10 +53,10 @@ class FakePredictor:
     def __init__(self):
         self.batches = []
 
-    def predict_canvas(self, x):
+    def raw_outputs(self, x):  # as Predictor.raw_outputs: (probs, boxes, digit score or None)
         self.batches.append(x)
         probs = one_hot_probs([i % 10 for i in range(len(x))])
-        return probs, np.repeat(x.mean(axis=(1, 2, 3))[:, None], 4, axis=1)
+        return probs, np.repeat(x.mean(axis=(1, 2, 3))[:, None], 4, axis=1), None
 
 
 def test_predict_batches_scales_uint8_and_keeps_order():
