@@ -8,8 +8,8 @@ flood, and repeated Start/Cancel from several sessions. After each attack a fres
 session opens every page. It reports the server's resident memory (VmRSS now,
 VmHWM = peak so far) and whether every page rendered, as a markdown table.
 
-    python scripts/hostile_server.py            # the full campaign (~4 min here)
-    python scripts/hostile_server.py --fast     # the CI form (tests/test_hostile_server.py)
+    python -m scripts.hostile_server            # the full campaign (~4 min here)
+    python -m scripts.hostile_server --fast     # the CI form (tests/test_hostile_server.py)
 
 Exit status 1 if a page failed to render, the server's peak RSS reached 2 GB, a
 browser-started run outlived the public cap, or a visitor changed another
@@ -33,6 +33,8 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
+
+from locmnist import jobs, runs
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -169,9 +171,6 @@ class Server:
         return kb("VmRSS") / 1024, kb("VmHWM") / 1024
 
     def stop(self) -> None:
-        sys.path.insert(0, str(REPO))
-        from locmnist import jobs, runs
-
         for run in runs.list_runs(self.runs):
             if run.live:
                 jobs.cancel(run.dir, grace_s=5)
@@ -336,9 +335,6 @@ def flood_attack(browser, url: str, n: int) -> str:
 
 def training_sessions(browser, server: Server, rounds: int, cap_s: int) -> tuple[str, bool]:
     """Start/Cancel from three sessions; then one run left alone must stop at the cap."""
-    sys.path.insert(0, str(REPO))
-    from locmnist import jobs, runs
-
     notes, good = [], True
 
     def train_page():

@@ -1,5 +1,5 @@
 """The hostile-session campaign's fast form against a real server (issue 12):
-``scripts/hostile_server.py --fast``. Crafted canvas payloads and models, malformed
+``python -m scripts.hostile_server --fast``. Crafted canvas payloads and models, malformed
 run directories and an upload flood; after each group, every page renders, the
 server's peak RSS stays under 2 GB, and a bystander's answer does not change. (Start/Cancel
 from several sessions is in the full form only; tests/test_jobs.py covers its rules.)"""
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.e2e,
 
 
 def test_fast_hostile_campaign():
-    done = subprocess.run([sys.executable, "scripts/hostile_server.py", "--fast", "--json"],
+    done = subprocess.run([sys.executable, "-m", "scripts.hostile_server", "--fast", "--json"],
                           cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert done.stdout.strip(), done.stderr[-3000:]
     rows = json.loads(done.stdout)
