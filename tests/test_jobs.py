@@ -190,9 +190,16 @@ def test_browser_runs_are_bounded_and_stopped_at_the_wall_clock_cap(tmp_path, mo
     assert job["cap_s"] == 12 and job["fields"]["time_limit_s"] == 9
     pid = job["pid"]
     wait_for(lambda: not jobs.pid_alive(pid), 25, "the capped run to end")
-    with pytest.raises(ProcessLookupError):  # nothing of its process group is left
-        os.killpg(pid, 0)
-    assert time.monotonic() - started < 25
+
+    def group_gone() -> bool:  # the trainer's children may be reaped a moment after timeout exits
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(group_gone, 10, "nothing of its process group to be left")
+    assert time.monotonic() - started < 35
     info = runs.run_info(tmp_path / run_id)
     assert not info.live and jobs.active_run_id(tmp_path) is None
 
