@@ -129,7 +129,7 @@ def test_the_correction_loop_end_to_end(tmp_path, mnist):
     store = CorrectionStore(tmp_path / "corrections.sqlite")
     for png in pngs[:10]:
         store.add(png, 1, start.predict(png).box_normalized, model="shipped", source="drawn")
-    settings = FinetuneSettings(epochs=2, replay_digits=3000, correction_share=0.15,
+    settings = FinetuneSettings(epochs=3, replay_digits=4000, correction_share=0.15,
                                 val_digits=200, test_limit=1000)
     result = finetune(SHIPPED, store.path, tmp_path / "run", settings)
     assert result.status == "completed"
