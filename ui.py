@@ -608,8 +608,15 @@ def finetune_section() -> str | None:
                      help=None if n >= 2 else "Needs at least 2 corrections (Predict page: "
                                               "'Wrong? It's a …')."):
         return None
+    return launch(lambda: jobs.start_finetune(model, limits=server_settings(),
+                                              owner=session_owner()), "fine-tuning run")
+
+
+def launch(start, what: str) -> str | None:
+    """Run ``start()`` (a ``jobs.start_*`` call) and say what happened: the new run's id, the
+    running one's when another is in progress, or None after a clear error."""
     try:
-        run_id = jobs.start_finetune(model, limits=server_settings(), owner=session_owner())
+        run_id = start()
     except jobs.TrainingBusy as e:
         st.warning("A training run is already in progress; one runs at a time on this "
                    "server. You can watch it below.")
@@ -617,7 +624,7 @@ def finetune_section() -> str | None:
     except ValueError as e:
         st.error(f"Cannot start: {e}")
         return None
-    st.success(f"Started fine-tuning run {run_id}.")
+    st.success(f"Started {what} {run_id}.")
     return run_id
 
 

@@ -112,19 +112,9 @@ def training_form() -> str | None:
         submitted = st.form_submit_button("Start training", type="primary")
     if not submitted:
         return None
-    try:
-        run_id = jobs.start_training(name, epochs=int(epochs), train_digits=int(digits),
-                                     min_height=float(heights[0]), max_height=float(heights[1]),
-                                     limits=limits, owner=ui.session_owner())
-    except jobs.TrainingBusy as e:
-        st.warning("A training run is already in progress; one runs at a time on this "
-                   "server. You can watch it below.")
-        return e.run_id
-    except ValueError as e:
-        st.error(f"Cannot start: {e}")
-        return None
-    st.success(f"Started run {run_id}.")
-    return run_id
+    return ui.launch(lambda: jobs.start_training(
+        name, epochs=int(epochs), train_digits=int(digits), min_height=float(heights[0]),
+        max_height=float(heights[1]), limits=limits, owner=ui.session_owner()), "run")
 
 
 def live_panel(run_dir) -> None:
