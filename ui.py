@@ -540,6 +540,10 @@ def model_id(path) -> str:
         return p.name
 
 
+MY_CORRECTIONS = "my_corrections"  # session key: ids of the corrections this session saved
+WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
+
+
 def correction_control(prediction, image, model_path, key: str, source: str,
                        user_box=None) -> None:
     """'Wrong? It's a ...': store the image, the right digit and its box for fine-tuning.
@@ -549,9 +553,10 @@ def correction_control(prediction, image, model_path, key: str, source: str,
     """
     from locmnist.corrections import CorrectionStore, CorrectionStoreError, to_png
 
-    if prediction.label is None:
-        return
-    box = tuple(user_box or prediction.box_normalized)
+    if prediction.label is None and not prediction.rejected:
+        return  # a blank input: nothing to correct
+    # "Not a digit" has no box: then the whole image (fine-tuning uses the ink inside it).
+    box = tuple(user_box or prediction.box_normalized or WHOLE_IMAGE)
     # A new drawing is a new form: widget keys carry the box, so old inputs do not linger.
     key = f"{key}_{abs(hash(tuple(round(v, 3) for v in box))) % 10**8}"
     with st.expander("Wrong? It's a …", expanded=False):
@@ -559,7 +564,8 @@ def correction_control(prediction, image, model_path, key: str, source: str,
             label = st.selectbox("The right digit", list(range(10)), index=None,
                                  placeholder="Pick the digit", key=f"correct_{key}_label")
             st.caption("The digit's box, as fractions of the image's width and height "
-                       "(the " + ("box you dragged" if user_box else "model's box") + ").")
+                       "(the " + ("box you dragged" if user_box else "model's box"
+                                  if prediction.box_normalized else "whole image") + ").")
             cols = st.columns(4)
             edited = [cols[i].number_input(name, 0.0, 1.0, float(round(v, 3)), step=0.01,
                                            format="%.3f", key=f"correct_{key}_{name}")
@@ -578,6 +584,7 @@ def correction_control(prediction, image, model_path, key: str, source: str,
         except (CorrectionStoreError, ValueError) as e:
             st.error(f"The correction was not saved: {e}")
             return
+        st.session_state.setdefault(MY_CORRECTIONS, []).append(rid)
         st.success(f"Saved correction #{rid} (a {label}). {n} stored; fine-tune on them "
                    "on the Train page.")
 
@@ -604,12 +611,48 @@ def finetune_section() -> str | None:
                "corrections with replayed MNIST digits so it forgets nothing, and holds out "
                "a third of them to judge the result. A fixed amount of work: measured at "
                "0.4 epochs of the reference recipe (README, Learning from corrections).")
-    if not st.button("Fine-tune on corrections", key="finetune_start", disabled=n < 2,
+    c1, c2 = st.columns(2)
+    with c2:
+        corrections_download(n)
+    if not c1.button("Fine-tune on corrections", key="finetune_start", disabled=n < 2,
                      help=None if n >= 2 else "Needs at least 2 corrections (Predict page: "
                                               "'Wrong? It's a …')."):
         return None
     return launch(lambda: jobs.start_finetune(model, limits=server_settings(),
                                               owner=session_owner()), "fine-tuning run")
+
+
+def corrections_download(n_readable: int) -> None:
+    """The corrections as the zip ``train --extra`` and ``finetune --corrections`` read.
+
+    Corrections are other people's handwriting: on a public server a visitor gets only
+    the ones their own session saved; all of them need local mode or the admin token.
+    The zip is built when the button is clicked (``corrections_zip``), not on every rerun.
+    """
+    if is_admin():
+        ids, label = None, f"Download all {n_readable} corrections (zip)"
+    else:
+        ids = list(st.session_state.get(MY_CORRECTIONS, []))
+        label = f"Download your {len(ids)} correction{'' if len(ids) == 1 else 's'} (zip)"
+    st.download_button(label, lambda: corrections_zip(ids), "corrections.zip",
+                       mime="application/zip", key="corrections_download",
+                       disabled=(n_readable if ids is None else len(ids)) == 0,
+                       on_click="ignore",
+                       help="images/*.png and labels.csv: `python -m locmnist train --extra "
+                            "corrections.zip` or `finetune --corrections corrections.zip`.")
+    if ids is not None:
+        st.caption("On this public server you can download the corrections you saved in "
+                   "this session; all of them only with the admin token.")
+
+
+def corrections_zip(ids=None) -> bytes:
+    """``CorrectionStore.export_zip`` of ``ids`` (None: all), as bytes for a download."""
+    from locmnist.corrections import CorrectionStore
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "corrections.zip"
+        CorrectionStore().export_zip(path, ids=ids)
+        return path.read_bytes()
 
 
 def launch(start, what: str) -> str | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sqlite3
 import time
 import zipfile
@@ -217,28 +218,36 @@ class CorrectionStore:
         with self._connect() as db:
             return db.execute("SELECT COALESCE(SUM(nbytes), 0) FROM corrections").fetchone()[0]
 
-    def read(self, with_images: bool = True) -> list[Correction | Unreadable]:
-        """Every row, oldest first: a ``Correction``, or ``Unreadable`` saying what is wrong."""
+    def read(self, with_images: bool = True, ids=None) -> list[Correction | Unreadable]:
+        """Every row (or those with ``ids``), oldest first: a ``Correction``, or
+        ``Unreadable`` saying what is wrong."""
         cols = "id, png, label, xmin, ymin, xmax, ymax, model, created, source"
         if not with_images:
             cols = cols.replace("png", "NULL")
+        where, args = "", ()
+        if ids is not None:  # one JSON parameter: no limit on how many ids
+            where, args = " WHERE id IN (SELECT value FROM json_each(?))", (
+                json.dumps(sorted({int(i) for i in ids})),)
         with self._connect() as db:
-            rows = db.execute(f"SELECT {cols} FROM corrections ORDER BY id").fetchall()
+            rows = db.execute(f"SELECT {cols} FROM corrections{where} ORDER BY id",
+                              args).fetchall()
         return [_parse_row(r, with_images) for r in rows]
 
-    def corrections(self) -> list[Correction]:
-        return [c for c in self.read() if isinstance(c, Correction)]
+    def corrections(self, ids=None) -> list[Correction]:
+        return [c for c in self.read(ids=ids) if isinstance(c, Correction)]
 
     # -- export ------------------------------------------------------------------
-    def export_zip(self, dest: str | Path) -> int:
+    def export_zip(self, dest: str | Path, ids=None) -> int:
         """Write the readable corrections as ``images/*.png`` + ``labels.csv``; returns how many.
 
-        The folder unzipped (or the zip itself) is what ``train --extra`` and
-        ``finetune --corrections`` read.
+        ``ids`` limits the export to those corrections (the app gives a public visitor
+        only the ones their own session saved); ``None`` exports them all. The folder
+        unzipped (or the zip itself) is what ``train --extra`` and ``finetune
+        --corrections`` read.
         """
         from locmnist.files import atomic_write
 
-        good = self.corrections()
+        good = self.corrections(ids)
 
         def write(tmp: str) -> None:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:

@@ -1,5 +1,6 @@
 """The correction loop in the app (AppTest): "Wrong? It's a …" on the Predict page, and
 "Fine-tune on corrections" on the Train page."""
+import io
 import json
 import time
 
@@ -61,6 +62,109 @@ def test_a_broken_store_is_an_error_on_the_page_not_a_crash(runs):
     assert not at.exception
     assert any("not saved" in e.value and "not a corrections database" in e.value
                for e in at.error)
+
+
+def _correct_a_rejected_drawing(png: bytes) -> None:
+    """The Predict page's control under a "Not a digit" answer (any model's)."""
+    import numpy as np
+
+    import ui
+    from locmnist.results import NOT_A_DIGIT, Prediction
+
+    rejected = Prediction(None, 0.4, (0.1,) * 10, None, None, None,
+                          np.zeros((75, 75), np.float32), (200, 160), NOT_A_DIGIT, 0.1)
+    ui.correction_control(rejected, png, "models/default.keras", key="canvas", source="drawn")
+
+
+def test_a_not_a_digit_answer_can_be_corrected_with_the_whole_image_as_box(runs):
+    """A digit the model refuses is the first thing a user wants to correct; with no box
+    from the model, the box starts as the whole image (fine-tuning finds the ink in it)."""
+    from PIL import Image
+    from streamlit.testing.v1 import AppTest
+
+    png, _ = mnist_test_png(2)
+    at = AppTest.from_function(_correct_a_rejected_drawing, args=(Image.open(io.BytesIO(png)),),
+                               default_timeout=60).run()
+    assert not at.exception
+    assert [by_label(at.number_input, k).value for k in ("xmin", "ymin", "xmax", "ymax")] == \
+        [0.0, 0.0, 1.0, 1.0]
+    assert any("(the whole image)" in c.value for c in at.caption)
+    by_label(at.selectbox, "The right digit").set_value(1)
+    save_button(at).click().run()
+    assert any(s.value.startswith("Saved correction #1 (a 1)") for s in at.success)
+    [c] = CorrectionStore(runs / DB_NAME).corrections()
+    assert (c.label, c.box, c.source) == (1, (0.0, 0.0, 1.0, 1.0), "drawn")
+
+
+@pytest.fixture
+def deferred_downloads(monkeypatch):
+    """{file name: the callable a download button runs when clicked} (AppTest never clicks)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    seen, add = {}, MediaFileManager.add_deferred
+
+    def record(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        seen[file_name] = data_callable
+        return add(self, data_callable, mimetype, coordinates, file_name, **kw)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    return seen
+
+
+def exported(zip_bytes, tmp_path):
+    """(labels, problems) of a downloaded corrections zip, read as ``train --extra`` reads it."""
+    from locmnist.labelled import load_labelled
+
+    path = tmp_path / "download.zip"
+    path.write_bytes(zip_bytes)
+    examples, problems = load_labelled(path)
+    return [e.label for e in examples], problems
+
+
+@needs_model
+def test_public_visitor_downloads_only_the_corrections_of_their_session(
+        runs, monkeypatch, tmp_path, deferred_downloads):
+    monkeypatch.setenv("LOCMNIST_MODE", "public")
+    monkeypatch.setenv("LOCMNIST_ADMIN_TOKEN", "a-long-admin-token")
+    store = CorrectionStore(runs / DB_NAME)
+    png, _ = mnist_test_png(0)
+    for label in (5, 6):                               # other visitors' corrections
+        store.add(png, label, (0.1, 0.1, 0.9, 0.9))
+
+    at = page("train").run()                           # this visitor saved none yet
+    button = at.get("download_button")[0]
+    assert button.label == "Download your 0 corrections (zip)" and button.proto.disabled
+    assert any("only with the admin token" in c.value for c in at.caption)
+
+    predict = page("predict").run()
+    predict.file_uploader(key="predict_upload").set_value([("seven.png", png, "image/png")]).run()
+    by_label(predict.selectbox, "The right digit").set_value(3)
+    save_button(predict).click().run()
+    assert predict.session_state["my_corrections"] == [3]
+
+    at = page("train")
+    at.session_state["my_corrections"] = predict.session_state["my_corrections"]
+    at.run()
+    assert not at.exception
+    button = at.get("download_button")[0]
+    assert button.label == "Download your 1 correction (zip)" and not button.proto.disabled
+    assert exported(deferred_downloads["corrections.zip"](), tmp_path) == ([3], [])
+
+    at.session_state["admin_token"] = "a-long-admin-token"   # the sidebar's Admin box
+    at.run()
+    assert at.get("download_button")[0].label == "Download all 3 corrections (zip)"
+    assert exported(deferred_downloads["corrections.zip"](), tmp_path) == ([5, 6, 3], [])
+
+
+def test_local_mode_downloads_every_correction(runs, monkeypatch, tmp_path, deferred_downloads):
+    monkeypatch.setenv("LOCMNIST_MODE", "local")
+    png, _ = mnist_test_png(1)
+    store = CorrectionStore(runs / DB_NAME)
+    for label in (2, 4):
+        store.add(png, label, (0.1, 0.1, 0.9, 0.9))
+    at = page("train").run()
+    assert not at.exception
+    assert at.get("download_button")[0].label == "Download all 2 corrections (zip)"
+    assert exported(deferred_downloads["corrections.zip"](), tmp_path) == ([2, 4], [])
 
 
 TINY_FINETUNE = {"epochs": 2, "replay_digits": 128, "batch_size": 64, "val_digits": 64,

@@ -183,6 +183,18 @@ def test_a_writer_killed_mid_write_loses_no_committed_correction(tmp_path):
 
 # --- export, and what reads it ------------------------------------------------------
 
+def test_export_of_some_ids_holds_only_those(tmp_path):
+    """What the app gives a public visitor: the corrections their own session saved."""
+    store = CorrectionStore(tmp_path / "c.sqlite")
+    ids = [store.add(seven_png(offset=k), k, BOX) for k in range(4)]
+    assert store.export_zip(tmp_path / "mine.zip", ids=[ids[1], ids[3], 999]) == 2
+    examples, problems = load_labelled(tmp_path / "mine.zip")
+    assert problems == [] and [e.label for e in examples] == [1, 3]
+    assert store.export_zip(tmp_path / "none.zip", ids=[]) == 0
+    assert load_labelled(tmp_path / "none.zip") == ([], [])
+    assert [c.id for c in store.corrections(ids=ids[:2])] == ids[:2]
+
+
 def test_export_round_trips_as_a_zip_and_as_a_folder(tmp_path):
     store = CorrectionStore(tmp_path / "c.sqlite")
     added = [(seven_png(offset=k), k, (0.1 + k / 100, 0.1, 0.7, 0.9)) for k in range(5)]
