@@ -25,10 +25,9 @@ from locmnist import runs
 from locmnist.data import load_mnist
 from locmnist.detector import build_detector, compile_detector, encode_batch
 from locmnist.detector_config import DetectorConfig
-from locmnist.files import atomic_write, atomic_write_json
 from locmnist.scenes import build_scene_set, scene_batch, subset
 from locmnist.training import (Progress, TrainResult, _RunRecorder, clear_run_dir,
-                               lr_schedule, open_run_dir, split_digits)
+                               fit_and_finish, lr_schedule, open_run_dir, split_digits)
 
 VAL_SEED = 778
 VAL_NEGATIVES = 100
@@ -117,33 +116,21 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path,
     model = compile_detector(build_detector(cfg), cfg, lr_schedule(cfg, steps))
     recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress)
     extra = [ValidationMAP(val_scenes, cfg)] if val_scenes is not None else []
-    try:
+
+    def run_fit():
         model.fit(make_scene_dataset(tx, ty, cfg), epochs=cfg.epochs, steps_per_epoch=steps,
                   validation_data=val_data, validation_batch_size=cfg.batch_size,
                   callbacks=[*extra, recorder, *(callbacks or [])], verbose=0)
-    except BaseException as e:
-        recorder.write_status("failed", error=f"{type(e).__name__}: {e}")
-        raise
 
-    model_path = run_dir / runs.MODEL
-    status = "cancelled" if recorder.cancelled else "completed"
-    metrics = None
-    if model_path.exists():
-        best = keras.models.load_model(model_path, compile=False)
-        atomic_write(model_path, best.save, suffix=".keras")  # without optimizer state
-    if model_path.exists() and evaluate_test and not recorder.cancelled:
+    def evaluate(best):
         from locmnist.detection_eval import evaluate_detector
         from locmnist.reader import Reader
 
-        recorder.write_status("evaluating", steps)
         metrics = evaluate_detector(Reader(best, cfg, classifier=_shipped_classifier()),
                                     mnist_path=mnist_path)
-        metrics["train_seconds"] = recorder.history.get("elapsed_s", [0])[-1]
-        metrics["epochs"] = len(recorder.history.get("epoch", []))
-        atomic_write_json(run_dir / runs.METRICS, metrics)
-    recorder.write_status(status, steps, has_model=model_path.exists())
-    return TrainResult(run_dir, status, recorder.history, metrics,
-                       model_path if model_path.exists() else None)
+        return {**metrics, "epochs": len(recorder.history.get("epoch", []))}
+
+    return fit_and_finish(recorder, run_fit, evaluate=evaluate if evaluate_test else None)
 
 
 def _shipped_classifier():

@@ -387,7 +387,8 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluat
         cfg = cfg.replace(negative_fraction=0.0)  # a model without the digit output: no negatives
     val_data = validation_data(vx, vy, cfg) if len(vx) else None
     recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress, keep)
-    try:
+
+    def run_fit():
         dataset = shard(make_dataset(tx, ty, cfg.replace(batch_size=global_batch)))
         if needs_own_loop(strategy):  # Keras 3's fit cannot run it (see locmnist.distribute)
             fit(model, dataset, cfg.epochs, steps, strategy, validation_data=val_data,
@@ -396,6 +397,36 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluat
             model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps,
                       validation_data=val_data, validation_batch_size=500,
                       callbacks=[recorder, *(callbacks or [])], shuffle=False, verbose=0)
+
+    def calibrate(best):
+        if val_data is not None:
+            fit_calibration(best, val_data, vy, cfg).save(run_dir / runs.CALIBRATION)
+
+    def evaluate_published(best):
+        from locmnist.evaluation import evaluate_model
+        from locmnist.inference import Predictor
+
+        # Predictor.load(run_dir), not ``best``: it reads the calibration saved above.
+        return evaluate_model(Predictor.load(run_dir), data=cfg.data, mnist_path=mnist_path)
+
+    return fit_and_finish(recorder, run_fit, calibrate=calibrate,
+                          evaluate=(evaluate or evaluate_published) if evaluate_test else None)
+
+
+def fit_and_finish(recorder: _RunRecorder, run_fit: Callable[[], None],
+                   evaluate: Callable[[keras.Model], dict] | None = None,
+                   calibrate: Callable[[keras.Model], None] | None = None) -> TrainResult:
+    """Everything after the model and data are ready, the same for every trainer.
+
+    ``run_fit()`` trains with ``recorder`` among its callbacks. If it raises, the failure
+    goes to status.json and the error is re-raised; if that status write fails too (a
+    full disk), the error that stopped training is still the one raised. Then the best
+    checkpoint is re-saved without optimizer state, ``calibrate(best)`` runs, and unless
+    the run was cancelled ``evaluate(best)`` (None: no evaluation) becomes metrics.json,
+    with ``train_seconds`` added. Every file goes through ``atomic_write*``.
+    """
+    try:
+        run_fit()
     except BaseException as e:
         try:
             recorder.write_status("failed", error=f"{type(e).__name__}: {e}")
@@ -403,26 +434,22 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluat
             pass  # a full disk: the error that stopped training is the one to report
         raise
 
+    run_dir, steps = recorder.run_dir, recorder.steps
     model_path = run_dir / runs.MODEL
     status = "cancelled" if recorder.cancelled else "completed"
     metrics = None
     if model_path.exists():
         # Checkpoints carry Adam's two moment tensors (3x the weights); the kept model is
-        # for inference, so re-save it without them: 3.5 MB instead of 10.5 MB.
+        # for inference, so re-save it without them (the localizer: 3.5 MB, not 10.5 MB).
         best = keras.models.load_model(model_path, compile=False)
         atomic_write(model_path, best.save, suffix=".keras")
-        if val_data is not None:
-            fit_calibration(best, val_data, vy, cfg).save(run_dir / runs.CALIBRATION)
-    if model_path.exists() and evaluate_test and not recorder.cancelled:
-        from locmnist.evaluation import evaluate_model
-        from locmnist.inference import Predictor
-
-        recorder.write_status("evaluating", steps)
-        metrics = (evaluate(best) if evaluate
-                   else evaluate_model(Predictor.load(run_dir), data=cfg.data,
-                                       mnist_path=mnist_path))
-        metrics["train_seconds"] = recorder.history.get("elapsed_s", [0])[-1]
-        atomic_write_json(run_dir / runs.METRICS, metrics)
+        if calibrate is not None:
+            calibrate(best)
+        if evaluate is not None and not recorder.cancelled:
+            recorder.write_status("evaluating", steps)
+            metrics = evaluate(best)
+            metrics["train_seconds"] = recorder.history.get("elapsed_s", [0])[-1]
+            atomic_write_json(run_dir / runs.METRICS, metrics)
     recorder.write_status(status, steps, has_model=model_path.exists())
     return TrainResult(run_dir, status, recorder.history, metrics,
                        model_path if model_path.exists() else None)

@@ -119,14 +119,33 @@ def test_read_only_parent_is_a_clear_error(tmp_path):
     assert not (parent / "run").exists()
 
 
-def test_a_full_disk_keeps_the_original_error(tmp_path, monkeypatch):
-    """Issue 12 finding 8: the failure status write failed too, and hid the real error."""
+def _tiny_localizer(tmp_path, callbacks):
+    from locmnist.config import preset
+    from locmnist.training import train
+
+    cfg = preset("quick", epochs=1, train_digits=128, val_digits=0, batch_size=64,
+                 widths=(4, 8, 8, 8), dense_units=16)
+    return train(cfg, tmp_path / "run", callbacks=callbacks, evaluate_test=False)
+
+
+def _tiny_detector(tmp_path, callbacks):
+    from locmnist.detector_training import train_detector
+    from tests.helpers import tiny_detector_config
+
+    return train_detector(tiny_detector_config(val_digits=0), tmp_path / "run",
+                          callbacks=callbacks, evaluate_test=False)
+
+
+@pytest.mark.parametrize("train", [_tiny_localizer, _tiny_detector],
+                         ids=["localizer", "detector"])
+def test_a_full_disk_keeps_the_original_error(tmp_path, monkeypatch, train):
+    """Issue 12 finding 8: the failure status write failed too, and hid the real error.
+    Both trainers end through ``training.fit_and_finish``; the detector had no guard."""
     import errno
 
     import keras
 
     import locmnist.training as training
-    from locmnist.config import preset
 
     real_write = training.atomic_write_json
 
@@ -140,7 +159,5 @@ def test_a_full_disk_keeps_the_original_error(tmp_path, monkeypatch):
             raise RuntimeError("the real problem")
 
     monkeypatch.setattr(training, "atomic_write_json", write)
-    cfg = preset("quick", epochs=1, train_digits=128, val_digits=0, batch_size=64,
-                 widths=(4, 8, 8, 8), dense_units=16)
     with pytest.raises(RuntimeError, match="the real problem"):
-        training.train(cfg, tmp_path / "run", callbacks=[Boom()], evaluate_test=False)
+        train(tmp_path, [Boom()])
