@@ -111,6 +111,18 @@ def page(name: str):
     return AppTest.from_function(_page, args=(name,), default_timeout=APP_TIMEOUT)
 
 
+def rerun_until_run_ends(at, run_id: str, timeout: float):
+    """Rerun the Train page ``at`` once a second until it shows run ``run_id``'s final
+    panel (its "Run <id>: <state>" subheader; a live run's says just "Run <id>"), at most
+    ``timeout`` s. The caller asserts which state it reached."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        at.run()
+        if any(s.value.startswith(f"Run {run_id}: ") for s in at.subheader):
+            return
+
+
 def mnist_test_png(index: int) -> tuple[bytes, int]:
     """(PNG, label) of a real MNIST test digit: dark ink on white paper, 4x enlarged, off-centre."""
     from PIL import Image

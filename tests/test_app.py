@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 from locmnist import jobs
 from locmnist.runs import CANCEL, CONFIG, HISTORY, JOB, METRICS, MODEL, STATUS
 from tests.helpers import APP_TIMEOUT as TIMEOUT
-from tests.helpers import REPO, mnist_test_png, needs_model, page, wait_until_no_run_is_active
+from tests.helpers import (REPO, mnist_test_png, needs_model, page, rerun_until_run_ends,
+                           wait_until_no_run_is_active)
 
 # Training settings the page's form does not show: a tiny net on few digits (seconds).
 TINY_NET = {"train_digits": 512, "val_digits": 256, "batch_size": 64, "widths": [4, 8, 8, 8],
@@ -184,13 +185,7 @@ def test_train_page_tiny_run_to_completion(runs, monkeypatch):
     other_tab.form_submit_button[0].click().run()
     assert any("already in progress" in w.value for w in other_tab.warning)
 
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        at.run()
-        if any(s.value.endswith((": completed", ": failed", ": cancelled", "incomplete"))
-               for s in at.subheader):
-            break
+    rerun_until_run_ends(at, run_id, 150)
     assert not at.exception
     assert f"Run {run_id}: completed" in [h.value for h in at.subheader], [
         e.value for e in at.error]

@@ -2,13 +2,11 @@
 "Fine-tune on corrections" on the Train page."""
 import io
 import json
-import time
-
 import pytest
 
 from locmnist.corrections import DB_NAME, CorrectionStore
 from locmnist.runs import HISTORY, MODEL
-from tests.helpers import mnist_test_png, needs_model, page
+from tests.helpers import mnist_test_png, needs_model, page, rerun_until_run_ends
 
 
 @pytest.fixture(autouse=True)
@@ -191,13 +189,7 @@ def test_finetune_on_corrections_runs_as_a_training_run(runs, monkeypatch, mnist
     assert not at.exception
     assert any(s.value.startswith("Started fine-tuning run") for s in at.success)
     run_id = at.session_state["train_run"]
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        at.run()
-        if any(s.value.endswith((": completed", ": failed", ": cancelled", "incomplete"))
-               for s in at.subheader):
-            break
+    rerun_until_run_ends(at, run_id, 240)
     assert not at.exception
     assert f"Run {run_id}: completed" in [s.value for s in at.subheader], \
         [e.value for e in at.error]

@@ -3,14 +3,13 @@ and camera photos), detector curves on History, detector metrics on Evaluate, an
 detect-quick run from the Train page. The pages use the shipped models/detector.keras."""
 import io
 import json
-import time
 
 import numpy as np
 import pytest
 
 from locmnist.runs import default_detector_path
 from tests.helpers import wait_for
-from tests.helpers import needs_model, page, wait_until_no_run_is_active
+from tests.helpers import needs_model, page, rerun_until_run_ends, wait_until_no_run_is_active
 
 needs_detector = pytest.mark.skipif(not default_detector_path().exists(),
                                     reason="the shipped detector models/detector.keras is missing")
@@ -174,12 +173,7 @@ def test_train_page_tiny_detector_run_to_completion(runs, monkeypatch):
     assert (config["kind"], config["preset"], config["epochs"], config["widths"],
             config["canvases_per_epoch"]) == ("detector", "detect-quick", 1, [4, 8, 8, 8], 640)
 
-    deadline = time.monotonic() + 600  # the last step scores the whole detection test split
-    while time.monotonic() < deadline:
-        time.sleep(2.0)
-        at.run()
-        if any(s.value.startswith(f"Run {run_id}: ") for s in at.subheader):
-            break
+    rerun_until_run_ends(at, run_id, 600)  # the last step scores the whole detection test split
     assert not at.exception
     assert f"Run {run_id}: completed" in [s.value for s in at.subheader], \
         [e.value for e in at.error]
