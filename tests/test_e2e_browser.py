@@ -2,7 +2,8 @@
 
 Draws a 7 with mouse strokes (both models read 7) and an X (not a digit), writes "42"
 (the detector reads the number, two boxes), trains a tiny model from the Train page while
-switching pages, and compares runs on History. Screenshots go to
+switching pages, compares runs on History, and runs the correction loop: a "bubble" 1 the
+model misreads, corrected, fine-tuned on from the Train page, then read right. Screenshots go to
 $LOCMNIST_SCREENSHOTS (scripts/screenshots.py points it at docs/) or a temp dir.
 Run alone with ``pytest -m e2e``.
 """
@@ -27,6 +28,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # A training that finishes in well under a minute on 2 cores; screenshots.py makes it longer.
 TINY_RUN = {"epochs": 2, "train_digits": 512, "val_digits": 256, "batch_size": 64,
             "widths": [4, 8, 8, 8], "dense_units": 16, "time_limit_s": 0}
+# Fine-tuning small enough for CI (2 x 2,000 replayed digits), big enough to learn a style.
+SMALL_FINETUNE = {"epochs": 2, "replay_digits": 2000, "batch_size": 64, "val_digits": 200,
+                  "test_limit": 200}
 SCREENSHOT_EPOCHS = int(os.environ.get("LOCMNIST_SCREENSHOT_EPOCHS", "1"))
 
 pytestmark = [pytest.mark.e2e,
@@ -75,7 +79,7 @@ def server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "LOCMNIST_RUNS": str(runs), "TF_CPP_MIN_LOG_LEVEL": "3",
            "LOCMNIST_TRAIN_OVERRIDES": os.environ.get("LOCMNIST_TRAIN_OVERRIDES")
-           or json.dumps(TINY_RUN)}
+           or json.dumps(TINY_RUN), "LOCMNIST_FINETUNE_OVERRIDES": json.dumps(SMALL_FINETUNE)}
     log = open(runs / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
                              "--server.port", str(port), "--server.headless", "true",
@@ -392,3 +396,130 @@ def test_eight_sessions_predict_at_once_and_bad_uploads_get_a_clear_error(server
     assert pg.locator('[data-testid="stException"]').count() == 0
     for pg in pages:
         pg.context.close()
+
+
+# A "bubble" 1 (the outline of a 1 with a flag, one closed stroke), canvas CSS pixels: a
+# style nothing in training looks like, so the shipped model misreads it.
+BUBBLE_ONE = [(120, 245), (120, 95), (85, 120), (70, 95), (130, 40), (165, 40), (165, 245),
+              (120, 245)]
+
+
+def bubble_one(dx: float, scale: float, shear: float) -> list[tuple[float, float]]:
+    """BUBBLE_ONE moved right by ``dx``, scaled about the canvas's middle row, slanted."""
+    return [(140 + (x - 140) * scale + shear * (y - 140) + dx, 140 + (y - 140) * scale)
+            for x, y in BUBBLE_ONE]
+
+
+def drawn_png(points, pen: int = 18) -> bytes:
+    """A drawing as the canvas sends it: black ink on a transparent 560x280 PNG."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from locmnist.canvas import CANVAS_PX, CANVAS_WIDTH
+
+    img = Image.new("RGBA", (CANVAS_WIDTH, CANVAS_PX), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    draw.line(points, fill=(0, 0, 0, 255), width=pen, joint="curve")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def predicted_digit(page):
+    """The single-digit model's answer once it shows one: a digit or "Not a digit"."""
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stMetric"]')]
+        .some(m => m.innerText.includes("Predicted digit") && /^(\\d|Not a digit)$/.test(
+                   (m.querySelector('[data-testid="stMetricValue"]') || {}).innerText?.trim()))""",
+                           timeout=90_000)
+    settle(page)
+    return metric_value(page, "Predicted digit").inner_text().strip()
+
+
+def wait_empty(page) -> None:
+    """Wait until the page answers an empty canvas: no digit, nothing to correct."""
+    from playwright.sync_api import expect
+
+    expect(metric_value(page, "Predicted digit")).to_have_text("—", timeout=60_000)
+    expect(page.get_by_text("Wrong? It's a …")).to_have_count(0, timeout=60_000)
+
+
+def test_correct_a_new_style_fine_tune_and_see_it_read_right(server, page, shots):
+    """The correction loop as a user runs it: the model misreads a drawn "bubble" 1; the
+    user says it is a 1 (three drawings through the page, seven more stored the same way
+    through the library), downloads their corrections, fine-tunes from the Train page,
+    uses the new model, and a new bubble 1 reads 1."""
+    if not model_path().exists():
+        pytest.skip("the shipped model models/default.keras is missing")
+    from playwright.sync_api import expect
+
+    from locmnist.corrections import DB_NAME, CorrectionStore
+    from locmnist.labelled import load_labelled
+
+    page.goto(server["url"])
+    canvas = page.locator(".st-key-predict_canvas canvas").last
+    canvas.wait_for()
+    saved = []
+    for i, variant in enumerate([(0, 1.0, 0.0), (150, 0.8, -0.15), (330, 0.9, 0.08)]):
+        if i:  # a fresh drawing: the canvas toolbar's reset, then the empty page
+            canvas.hover()
+            page.get_by_role("button", name="Reset canvas & history").click()
+            wait_empty(page)
+        stroke(page, canvas, bubble_one(*variant))
+        answer = predicted_digit(page)
+        assert answer != "1", f"the model already reads a bubble 1 ({answer}): pick a new style"
+        page.get_by_text("Wrong? It's a …").click()
+        digit = page.get_by_role("combobox", name="The right digit")
+        digit.click()
+        digit.press_sequentially("1")   # the only option left; Enter picks it
+        digit.press("Enter")
+        expect(digit).to_have_value("1")
+        if i == 0:
+            page.screenshot(path=str(shots / "correction.png"))
+        page.get_by_role("button", name="Save the correction").click()
+        message = page.get_by_text(re.compile(r"Saved correction #\d+ \(a 1\)"))
+        message.wait_for()
+        saved.append(int(re.search(r"#(\d+)", message.inner_text()).group(1)))
+    store = CorrectionStore(server["runs"] / DB_NAME)
+    assert [(c.id, c.label, c.source) for c in store.corrections()] == \
+        [(rid, 1, "drawn") for rid in saved]
+    # Seven more, stored as the page stores a drawing (its PNG, label 1, source "drawn"), with
+    # the whole image as box, as under a "Not a digit" answer: fine-tuning crops to the ink.
+    for variant in [(-30, 1.05, 0.1), (60, 0.7, -0.2), (200, 1.0, -0.05), (260, 0.75, 0.15),
+                    (390, 0.85, -0.1), (100, 0.95, 0.05), (420, 0.65, 0.0)]:
+        store.add(drawn_png(bubble_one(*variant)), 1, (0.0, 0.0, 1.0, 1.0),
+                  model="default.keras", source="drawn")
+
+    page.get_by_role("link", name="Train").click()
+    page.get_by_text("10 corrections stored").wait_for()
+    # This visitor's own three corrections, as the zip train --extra reads.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download your 3 corrections (zip)").click()
+    examples, problems = load_labelled(download.value.path())
+    assert problems == [] and [e.label for e in examples] == [1, 1, 1]
+    assert [e.png for e in examples] == [c.png for c in store.corrections(ids=saved)]
+
+    page.get_by_role("button", name="Fine-tune on corrections").click()
+    started = page.get_by_text("Started fine-tuning run")
+    started.wait_for()
+    run_id = started.inner_text().split()[-1].rstrip(".")
+    t0 = time.monotonic()
+    page.get_by_role("heading", name=f"Run {run_id}: completed").wait_for(timeout=300_000)
+    print(f"fine-tuning run {run_id}: {time.monotonic() - t0:.0f} s from Start to completed")
+    table = page.locator("table").filter(has_text="held-out corrections (n=3)")
+    table.wait_for()
+    rows = [r.inner_text().split("\t") for r in table.locator("tbody tr").all()]
+    assert [r[0] for r in rows] == ["held-out corrections (n=3)", "test split (n=200)"]
+    page.get_by_role("button", name="Use this model").click()
+    page.get_by_text("now use this model").wait_for()
+    settle(page)
+    page.screenshot(path=str(shots / "finetune-done.png"), full_page=True)
+
+    page.get_by_role("link", name="Predict").click()
+    expect(page.get_by_role("combobox", name="Model")).to_have_value(f"Run {run_id} (completed)")
+    wait_empty(page)  # a new, empty canvas
+    canvas = page.locator(".st-key-predict_canvas canvas").last
+    canvas.wait_for()
+    stroke(page, canvas, bubble_one(230, 0.85, -0.08))   # a place, size and slant not corrected
+    assert predicted_digit(page) == "1"
+    page.screenshot(path=str(shots / "correction-learned.png"))
