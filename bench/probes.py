@@ -312,8 +312,12 @@ def number_drawing(digits: str, rng) -> np.ndarray:
 
     img = Image.new("RGBA", (560, 280), (0, 0, 0, 0))
     for k, d in enumerate(digits):
-        alpha = drawn(int(d), rng).image.getchannel("A").resize((140, 140), Image.BOX)
-        img.paste(Image.new("RGBA", (140, 140), (20, 20, 20, 255)), (k * 140, 70), alpha)
+        one = drawn(int(d), rng).image
+        # Half of the drawn digits are white ink on an opaque black canvas (alpha 255
+        # everywhere): their ink is the luminance; the others' ink is the alpha.
+        ink = one.convert("L") if one.getextrema()[3][0] == 255 else one.getchannel("A")
+        img.paste(Image.new("RGBA", (140, 140), (20, 20, 20, 255)), (k * 140, 70),
+                  ink.resize((140, 140), Image.BOX))
     return np.asarray(img)
 
 

@@ -145,3 +145,16 @@ def test_bad_override_is_one_clear_line():
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 2
     assert "KEY=VALUE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_number_drawing_holds_strokes_not_blocks():
+    """Half of ``wild.drawn``'s digits are white ink on an opaque canvas: pasting their
+    alpha (255 everywhere) drew solid squares, and the reader 'missed' those digits."""
+    import numpy as np
+
+    from bench.probes import number_drawing
+
+    img = number_drawing("2026", np.random.default_rng(0))
+    for k in range(4):
+        cell = img[70:210, k * 140:(k + 1) * 140, 3]
+        assert 0.005 < (cell > 127).mean() < 0.3, k       # strokes: a little of the cell
