@@ -13,13 +13,10 @@ import streamlit as st
 import ui
 
 SIZES = (500, 1000, 2000, 5000, 10_000)
-RESULT = "evaluation"    # session key: the last result, with what it was computed for
 GALLERY = 12
-
 
 TASKS = ("Single-digit model", "Detector (numbers)")
 DET_SIZES = (500, 1000, 2000, 0)    # 0: the whole detection test split
-DET_RESULT = "detector_evaluation"  # session key, like RESULT
 
 
 def render() -> None:
@@ -31,15 +28,26 @@ def render() -> None:
         return
     st.caption("Score a model on the fixed test split: 10,000 canvases made from the MNIST "
                "test digits, the same for every model.")
-    predictor = ui.load_predictor(ui.model_picker("evaluate"))
-    if predictor is None:
+    scored(ui.load_predictor(ui.model_picker("evaluate")), "evaluate", SIZES, 1000,
+           "all 10,000", evaluate, show)
+
+
+def scored(model, key: str, sizes: tuple, default: int, all_label: str, evaluate, show) -> None:
+    """The size slider, the Evaluate button and the last result, for either model kind.
+
+    ``model``: a Predictor or a Reader (None: nothing loaded, nothing shown); its
+    ``source`` and the size name what a result was computed for, so a result stays on
+    screen across reruns and disappears when either changes. ``sizes[-1]`` means the
+    whole split (``all_label``). ``evaluate(model, n)`` -> result dict, ``show(result)``.
+    """
+    if model is None:
         return
-    n = st.select_slider("Test canvases", SIZES, value=1000, key="evaluate_n",
-                         format_func=lambda v: "all 10,000" if v == 10_000 else f"{v:,}")
-    wanted = (predictor.source, n)
-    if st.button("Evaluate", key="evaluate_run", type="primary"):
-        st.session_state[RESULT] = evaluate(predictor, n) | {"for": wanted}
-    result = st.session_state.get(RESULT)
+    n = st.select_slider("Test canvases", sizes, value=default, key=f"{key}_n",
+                         format_func=lambda v: all_label if v == sizes[-1] else f"{v:,}")
+    wanted = (model.source, n)
+    if st.button("Evaluate", key=f"{key}_run", type="primary"):
+        st.session_state[f"{key}_result"] = evaluate(model, n) | {"for": wanted}
+    result = st.session_state.get(f"{key}_result")
     if result and result["for"] == wanted:
         show(result)
 
@@ -204,17 +212,8 @@ def detector_section() -> None:
     st.caption("Score a detector on the fixed detection test split: every MNIST test digit "
                "once, in rows like numbers, scattered and alone, plus canvases with no digit. "
                "mAP comes from pycocotools' COCOeval.")
-    reader = ui.load_reader(ui.detector_picker("evaluate"))
-    if reader is None:
-        return
-    n = st.select_slider("Test canvases", DET_SIZES, value=500, key="evaluate_det_n",
-                         format_func=lambda v: "all" if v == 0 else f"{v:,}")
-    wanted = (reader.source, n)
-    if st.button("Evaluate", key="evaluate_det_run", type="primary"):
-        st.session_state[DET_RESULT] = evaluate_detector(reader, n) | {"for": wanted}
-    result = st.session_state.get(DET_RESULT)
-    if result and result["for"] == wanted:
-        show_detector(result)
+    scored(ui.load_reader(ui.detector_picker("evaluate")), "evaluate_det", DET_SIZES, 500,
+           "all", evaluate_detector, show_detector)
 
 
 def evaluate_detector(reader, n: int) -> dict:

@@ -144,6 +144,10 @@ def test_evaluate_a_sample_of_the_test_split():
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert "Reliability: accuracy against confidence" in titles
     assert "Rejection trade-off" in titles
+    at.run()  # the result stays across reruns, for the model and size it was computed for
+    assert {m.label: m.value for m in at.metric} == metrics
+    at.select_slider(key="evaluate_n").set_value(1000).run()
+    assert "Accuracy" not in {m.label for m in at.metric}
 
 
 def test_not_a_digit_is_shown_with_the_probabilities_greyed(tmp_path, monkeypatch):
