@@ -173,7 +173,9 @@ def training_faults(tmp: Path) -> list[str]:
 
 
 def concurrency(predictor, tmp: Path) -> list[str]:
-    from tests.campaigns import THREADS, concurrent_predictions, corpus_inputs
+    from tests.campaigns import (THREADS, cancel_and_wait, concurrent_predictions,
+                                 corpus_inputs, simultaneous_start_clicks)
+    from locmnist import jobs
 
     rows = []
     for threads in (THREADS, 32):
@@ -182,33 +184,11 @@ def concurrency(predictor, tmp: Path) -> list[str]:
                     f"{r['calls']} calls (good, blank and invalid inputs) | "
                     f"{len(r['errors'])} errors, {len(r['mismatches'])} answers differing from "
                     f"serial, {r['calls'] / r['seconds']:.0f} predictions/s |")
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from locmnist import jobs, runs
-    from locmnist.files import read_json
-
-    root = tmp / "runs"
-    barrier = threading.Barrier(THREADS)
-
-    def click(_):
-        barrier.wait()
-        try:
-            return jobs.start_training("quick", root=root, epochs=1, train_digits=512,
-                                       batch_size=64)
-        except jobs.TrainingBusy as e:
-            return e
-
     os.environ.pop("LOCMNIST_TRAIN_OVERRIDES", None)
-    with ThreadPoolExecutor(THREADS) as pool:
-        results = list(pool.map(click, range(THREADS)))
+    results = simultaneous_start_clicks(tmp / "runs")
     started = [r for r in results if isinstance(r, str)]
     for run_id in started:
-        jobs.cancel(root / run_id, grace_s=10)
-        pid = (read_json(root / run_id / runs.JOB) or {}).get("pid")
-        deadline = time.monotonic() + 30
-        while runs.pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        cancel_and_wait(tmp / "runs" / run_id)
     busy = sum(isinstance(r, jobs.TrainingBusy) for r in results)
     rows.append(f"| Simultaneous Start clicks (`jobs.start_training`) | {THREADS} at once | "
                 f"{len(started)} training started, {busy} told one is running |")

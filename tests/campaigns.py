@@ -1,6 +1,7 @@
 """Fault and load campaigns shared by tests and ``scripts/reliability_report.py``:
 SIGKILL/SIGTERM during ``python -m locmnist train`` (``tests/test_training_faults.py``)
-and many threads sharing one Predictor (``tests/test_concurrency.py``).
+many threads sharing one Predictor and many sessions pressing Start training at once
+(``tests/test_concurrency.py``).
 
 Not a test module: no tests here.
 """
@@ -261,3 +262,38 @@ def corpus_inputs() -> list[bytes]:
             "truncated PNG", "PNG bomb 40000x40000 header", "random bytes")
     by_name = {c.name: c for c in CORPUS}
     return [by_name[name].build()[0] for name in keep]
+
+
+# --- many sessions, one Start button ---------------------------------------------------
+
+def simultaneous_start_clicks(root: Path, threads: int = THREADS) -> list:
+    """``threads`` sessions pressing Start training (a tiny quick run under ``root``) at
+    the same instant: each result is the started run's id or the ``jobs.TrainingBusy``
+    it was told. Unset LOCMNIST_TRAIN_OVERRIDES first: the server's overrides apply."""
+    from locmnist import jobs
+
+    start = threading.Barrier(threads)
+
+    def click(_):
+        start.wait()
+        try:
+            return jobs.start_training("quick", root=root, epochs=1, train_digits=512,
+                                       batch_size=64)
+        except jobs.TrainingBusy as e:
+            return e
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(click, range(threads)))
+
+
+def cancel_and_wait(run_dir: Path, grace_s: float = 20.0, timeout_s: float = 60.0) -> bool:
+    """Cancel a run started by ``jobs`` and wait for its process to exit: whether it did."""
+    from locmnist import jobs
+    from locmnist.files import read_json
+
+    jobs.cancel(run_dir, grace_s=grace_s)
+    pid = (read_json(run_dir / runs.JOB) or {}).get("pid")
+    deadline = time.monotonic() + timeout_s
+    while runs.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not runs.pid_alive(pid)

@@ -2,16 +2,14 @@
 sessions share a cached one), and 8 simultaneous "Start training" clicks."""
 from __future__ import annotations
 
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from locmnist import jobs, runs
-from locmnist.files import read_json
-from tests.campaigns import ROUNDS, THREADS, concurrent_predictions, corpus_inputs
+from locmnist import jobs
+from tests.campaigns import (ROUNDS, THREADS, cancel_and_wait, concurrent_predictions,
+                             corpus_inputs, simultaneous_start_clicks)
 from tests.corpus import load_predictor
 
 
@@ -47,29 +45,12 @@ def test_simultaneous_start_clicks_launch_one_training(tmp_path, monkeypatch):
     are told one is already running; cancelling it frees the lock."""
     monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
     root = tmp_path / "runs"
-    start = threading.Barrier(THREADS)
-
-    def click(_):
-        start.wait()
-        try:
-            return jobs.start_training("quick", root=root, epochs=1, train_digits=512,
-                                       batch_size=64)
-        except jobs.TrainingBusy as e:
-            return e
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        results = list(pool.map(click, range(THREADS)))
+    results = simultaneous_start_clicks(root)
     started = [r for r in results if isinstance(r, str)]
     busy = [r for r in results if isinstance(r, jobs.TrainingBusy)]
     assert len(started) == 1 and len(busy) == THREADS - 1, results
-    run_dir = root / started[0]
     assert jobs.active_run_id(root) == started[0]
 
-    jobs.cancel(run_dir, grace_s=20)
-    pid = (read_json(run_dir / runs.JOB) or {})["pid"]
-    deadline = time.monotonic() + 60
-    while runs.pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not runs.pid_alive(pid), "the cancelled training is still running"
+    assert cancel_and_wait(root / started[0]), "the cancelled training is still running"
     assert jobs.active_run_id(root) is None
     assert len([d for d in root.iterdir() if d.is_dir()]) == 1
