@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -89,6 +88,8 @@ def crafted_models(folder: Path) -> dict[str, bytes]:
     """Small .keras files that ask for too much, or for a function that changes the server."""
     import keras
 
+    from tests.corpus import craft, layer
+
     inputs = keras.Input((75, 75, 1))
     x = keras.layers.Flatten()(inputs)
     x = keras.layers.Dense(8, name="hidden")(x)
@@ -97,19 +98,10 @@ def crafted_models(folder: Path) -> dict[str, bytes]:
                          keras.layers.Dense(4)(x)]).save(path)
 
     def edit(change) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(path) as src, zipfile.ZipFile(buf, "w") as dst:
-            for item in src.infolist():
-                data = src.read(item)
-                if item.filename == "config.json":
-                    cfg = json.loads(data)
-                    change(cfg)
-                    data = json.dumps(cfg).encode()
-                dst.writestr(item, data)
-        return buf.getvalue()
+        return craft(path, folder / "crafted.keras", change).read_bytes()
 
     def hidden(cfg):
-        return next(l for l in cfg["config"]["layers"] if l["config"].get("name") == "hidden")
+        return layer(cfg, "hidden")
 
     return {
         "Dense of 200,000 units (4.5 GB of weights)":

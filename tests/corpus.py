@@ -8,7 +8,9 @@ exactly one of three outcomes:
 * ``invalid`` an ``InvalidImage`` (the CLI: a JSON ``{"error": ...}`` line).
 
 Not a test module: ``tests/test_hostile_inputs.py``, ``tests/test_properties.py``,
-``tests/test_concurrency.py`` and ``scripts/reliability_report.py`` use it.
+``tests/test_concurrency.py`` and ``scripts/reliability_report.py`` use it; its model-file
+section (crafted .keras files) also serves ``tests/test_model_checks.py``,
+``tests/test_app.py`` and ``scripts/hostile_server.py``.
 """
 from __future__ import annotations
 
@@ -324,6 +326,28 @@ def reference_list_model(input_shape=(75, 75, 1), n_outputs: int = 2):
 
     model = seed_cnn(input_shape, list_outputs=True)
     return model if n_outputs == 2 else keras.Model(model.inputs, model.outputs[0])
+
+
+def craft(good: Path, out: Path, edit) -> Path:
+    """A copy of the .keras file ``good`` whose config.json went through ``edit(config)``
+    (changed in place); weights unchanged. Written to ``out``, which is returned."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                cfg = json.loads(data)
+                edit(cfg)
+                data = json.dumps(cfg).encode()
+            dst.writestr(item, data)
+    return out
+
+
+def layer(cfg: dict, name: str) -> dict:
+    """The layer called ``name`` in a functional model's config.json (for ``craft``)."""
+    return next(l for l in cfg["config"]["layers"] if l["config"].get("name") == name)
 
 
 def with_lambda(marker: Path):

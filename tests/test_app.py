@@ -1,5 +1,4 @@
 """Every page of the Streamlit app under AppTest (no browser; see test_e2e_browser.py)."""
-import io
 import json
 import os
 import time
@@ -8,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from locmnist import jobs
-from locmnist.runs import CANCEL, CONFIG, HISTORY, JOB, METRICS, MODEL, STATUS
+from locmnist.runs import CANCEL, HISTORY, JOB, METRICS, MODEL, STATUS
 from tests.helpers import APP_TIMEOUT as TIMEOUT
 from tests.helpers import (REPO, mnist_test_png, needs_model, page, rerun_until_run_ends,
                            wait_until_no_run_is_active)
@@ -100,27 +99,21 @@ def test_an_invalid_uploaded_model_is_a_clear_error(tmp_path):
 def test_a_crafted_huge_model_upload_is_refused_before_it_is_saved(tmp_path, monkeypatch):
     """Issue 12 finding 2/6: a few-KB .keras asking for 4.5 GB of weights."""
     import tempfile
-    import zipfile
 
     import keras
+
+    from tests.corpus import craft
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     inputs = keras.Input((75, 75, 1))
     x = keras.layers.Flatten()(inputs)
     keras.Model(inputs, [keras.layers.Dense(10, activation="softmax")(x),
                          keras.layers.Dense(4)(x)]).save(tmp_path / "small.keras")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(tmp_path / "small.keras") as src, zipfile.ZipFile(buf, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == CONFIG:
-                cfg = json.loads(data)
-                cfg["config"]["layers"][-1]["config"]["units"] = 200_000
-                data = json.dumps(cfg).encode()
-            dst.writestr(item, data)
+    big = craft(tmp_path / "small.keras", tmp_path / "big.keras",
+                lambda cfg: cfg["config"]["layers"][-1]["config"].update(units=200_000))
     at = page("predict").run()
     at.selectbox(key="predict_model").set_value("__upload__").run()
-    at.file_uploader(key="predict_model_upload").upload("big.keras", buf.getvalue()).run()
+    at.file_uploader(key="predict_model_upload").upload("big.keras", big.read_bytes()).run()
     assert not at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "units 200,000" in errors[0], errors

@@ -14,6 +14,7 @@ from locmnist.config import preset
 from locmnist.model import build_model
 from locmnist.model_checks import MAX_LAYERS, MAX_PARAMS, ConfigRefused, check_config
 from locmnist.model_files import InvalidModel, load_model_file, trial_load
+from tests.corpus import craft, layer
 
 
 def small_model() -> keras.Model:
@@ -32,23 +33,6 @@ def good(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("good") / "good.keras"
     small_model().save(path)
     return path
-
-
-def craft(good: Path, out: Path, edit) -> Path:
-    """A copy of ``good`` whose config.json went through ``edit(config)``; weights unchanged."""
-    with zipfile.ZipFile(good) as src, zipfile.ZipFile(out, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == "config.json":
-                cfg = json.loads(data)
-                edit(cfg)
-                data = json.dumps(cfg).encode()
-            dst.writestr(item, data)
-    return out
-
-
-def layer(cfg: dict, name: str) -> dict:
-    return next(l for l in cfg["config"]["layers"] if l["config"].get("name") == name)
 
 
 @pytest.fixture
