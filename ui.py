@@ -85,10 +85,7 @@ def model_options() -> dict[str, str]:
     default = runs.default_model_path()
     if default.exists():
         options[str(default)] = f"Shipped default ({default.name})"
-    for run in runs.list_runs():
-        if (run.has_model and not run.live and run.state != runs.UNREADABLE
-                and not is_detector_run(run)):
-            options[str(run.model_path)] = f"Run {run.id} ({run.state})"
+    options.update(run_model_options(detectors=False))
     for path, name in st.session_state.get(UPLOADED_MODELS, {}).items():
         options[path] = f"Uploaded: {name}"
     return options
@@ -138,6 +135,14 @@ def load_predictor(path: Path | None):
 ACTIVE_DETECTOR = "active_detector"  # session key: the detector every page uses
 
 
+def run_model_options(detectors: bool) -> dict[str, str]:
+    """{path: label} of the runs whose model one can pick: finished (not live), readable,
+    with a model file, of one kind (detectors or single-digit models)."""
+    return {str(run.model_path): f"Run {run.id} ({run.state})" for run in runs.list_runs()
+            if run.has_model and not run.live and run.state != runs.UNREADABLE
+            and is_detector_run(run) == detectors}
+
+
 def is_detector_run(run) -> bool:
     """Whether a run (``runs.RunInfo``) trained a detector: its config says so."""
     from locmnist.detector_config import is_detector_config
@@ -167,10 +172,7 @@ def detector_options() -> dict[str, str]:
     shipped = runs.default_detector_path()
     if shipped.exists():
         options[str(shipped)] = f"Shipped detector ({shipped.name})"
-    for run in runs.list_runs():
-        if (run.has_model and not run.live and run.state != runs.UNREADABLE
-                and is_detector_run(run)):
-            options[str(run.model_path)] = f"Run {run.id} ({run.state})"
+    options.update(run_model_options(detectors=True))
     return options
 
 

@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from locmnist import jobs
-from locmnist.runs import CANCEL, HISTORY, JOB, METRICS, MODEL, STATUS
+from locmnist.runs import CANCEL, CONFIG, HISTORY, JOB, METRICS, MODEL, STATUS
 from tests.helpers import APP_TIMEOUT as TIMEOUT
 from tests.helpers import (REPO, mnist_test_png, needs_model, page, rerun_until_run_ends,
                            wait_until_no_run_is_active)
@@ -275,6 +275,29 @@ def test_uploaded_models_beyond_the_quota_go_oldest_first(tmp_path):
         os.utime(f, (time.time() - 60 * age, time.time() - 60 * age))
     ui._prune_uploads(tmp_path, quota_bytes=2500)
     assert [f.exists() for f in files] == [False, False, True, True]
+
+
+def test_pickers_offer_finished_readable_runs_of_their_own_kind(runs):
+    import ui
+    from tests.helpers import make_run
+
+    done = {"state": "completed", "pid": 1}
+    for name, status, kind, model in [("loc", done, "localizer", True),
+                                      ("det", done, "detector", True),
+                                      ("loc-no-model", done, "localizer", False),
+                                      ("loc-live", {"state": "running", "pid": 0}, "localizer",
+                                       True),
+                                      ("loc-unreadable", None, "localizer", True)]:
+        d = make_run(runs, name, status, job={"pid": os.getpid()} if "live" in name else None)
+        (d / CONFIG).write_text(json.dumps({"kind": kind} if kind == "detector" else {}))
+        if status is None:
+            (d / STATUS).write_text("[1]")
+        if model:
+            (d / MODEL).write_bytes(b"")
+    assert ui.run_model_options(detectors=False) == {
+        str(runs / "loc" / MODEL): "Run loc (completed)"}
+    assert ui.run_model_options(detectors=True) == {
+        str(runs / "det" / MODEL): "Run det (completed)"}
 
 
 @pytest.mark.parametrize("name", ["predict", "train", "history", "evaluate"])
