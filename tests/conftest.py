@@ -15,6 +15,15 @@ def mnist():
 
 
 @pytest.fixture
+def runs(tmp_path, monkeypatch):
+    """An empty runs root for this test ($LOCMNIST_RUNS), without the server's training
+    overrides; the app's test modules use it for every test."""
+    monkeypatch.setenv("LOCMNIST_RUNS", str(tmp_path / "runs"))
+    monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
+    return tmp_path / "runs"
+
+
+@pytest.fixture
 def tiny_cfg():
     from tests.helpers import tiny_config
 

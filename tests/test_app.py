@@ -17,11 +17,8 @@ TINY_NET = {"train_digits": 512, "val_digits": 256, "batch_size": 64, "widths": 
             "dense_units": 16, "time_limit_s": 0}
 
 
-@pytest.fixture(autouse=True)
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("LOCMNIST_RUNS", str(tmp_path / "runs"))
-    monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
-    return tmp_path / "runs"
+# Every test gets its own empty runs root (the ``runs`` fixture, conftest.py).
+pytestmark = pytest.mark.usefixtures("runs")
 
 
 def test_app_entry_renders_the_predict_page():

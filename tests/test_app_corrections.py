@@ -9,11 +9,8 @@ from locmnist.runs import HISTORY, MODEL
 from tests.helpers import mnist_test_png, needs_model, page, rerun_until_run_ends
 
 
-@pytest.fixture(autouse=True)
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("LOCMNIST_RUNS", str(tmp_path / "runs"))
-    monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
-    return tmp_path / "runs"
+# Every test gets its own empty runs root (the ``runs`` fixture, conftest.py).
+pytestmark = pytest.mark.usefixtures("runs")
 
 
 def by_label(widgets, label):

@@ -21,11 +21,8 @@ TINY_DETECTOR = {"train_digits": 512, "val_digits": 256, "batch_size": 64,
                  "time_limit_s": 0}
 
 
-@pytest.fixture(autouse=True)
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("LOCMNIST_RUNS", str(tmp_path / "runs"))
-    monkeypatch.delenv("LOCMNIST_TRAIN_OVERRIDES", raising=False)
-    return tmp_path / "runs"
+# Every test gets its own empty runs root (the ``runs`` fixture, conftest.py).
+pytestmark = pytest.mark.usefixtures("runs")
 
 
 def number_image(text: str, fmt: str = "PNG", height: int = 84) -> bytes:
