@@ -4,6 +4,7 @@ Pages import this as ``import ui``. Nothing here runs at import time.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -559,8 +560,11 @@ def correction_control(prediction, image, model_path, key: str, source: str,
         return  # a blank input: nothing to correct
     # "Not a digit" has no box: then the whole image (fine-tuning uses the ink inside it).
     box = tuple(user_box or prediction.box_normalized or WHOLE_IMAGE)
-    # A new drawing is a new form: widget keys carry the box, so old inputs do not linger.
-    key = f"{key}_{abs(hash(tuple(round(v, 3) for v in box))) % 10**8}"
+    # A new drawing is a new form: widget keys carry the box and what the model saw (two
+    # "Not a digit" drawings share the whole-image box), so old inputs do not linger.
+    seen = hashlib.blake2b(np.ascontiguousarray(prediction.model_input).tobytes(),
+                           digest_size=6).hexdigest()
+    key = f"{key}_{abs(hash(tuple(round(v, 3) for v in box))) % 10**8}_{seen}"
     with st.expander("Wrong? It's a …", expanded=False):
         with st.form(f"correct_{key}", border=False):
             label = st.selectbox("The right digit", list(range(10)), index=None,

@@ -59,15 +59,16 @@ def test_a_broken_store_is_an_error_on_the_page_not_a_crash(runs):
                for e in at.error)
 
 
-def _correct_a_rejected_drawing(png: bytes) -> None:
-    """The Predict page's control under a "Not a digit" answer (any model's)."""
+def _correct_a_rejected_drawing(png: bytes, ink: float = 0.0) -> None:
+    """The Predict page's control under a "Not a digit" answer (any model's); ``ink`` fills
+    what the model saw, so two calls can stand for two different drawings."""
     import numpy as np
 
     import ui
     from locmnist.results import NOT_A_DIGIT, Prediction
 
     rejected = Prediction(None, 0.4, (0.1,) * 10, None, None, None,
-                          np.zeros((75, 75), np.float32), (200, 160), NOT_A_DIGIT, 0.1)
+                          np.full((75, 75), ink, np.float32), (200, 160), NOT_A_DIGIT, 0.1)
     ui.correction_control(rejected, png, "models/default.keras", key="canvas", source="drawn")
 
 
@@ -89,6 +90,11 @@ def test_a_not_a_digit_answer_can_be_corrected_with_the_whole_image_as_box(runs)
     assert any(s.value.startswith("Saved correction #1 (a 1)") for s in at.success)
     [c] = CorrectionStore(runs / DB_NAME).corrections()
     assert (c.label, c.box, c.source) == (1, (0.0, 0.0, 1.0, 1.0), "drawn")
+    # Another refused drawing has the same whole-image box, but is a new form: its own keys.
+    other = AppTest.from_function(_correct_a_rejected_drawing,
+                                  args=(Image.open(io.BytesIO(png)), 0.5), default_timeout=60)
+    assert by_label(other.run().selectbox, "The right digit").key != \
+        by_label(at.selectbox, "The right digit").key
 
 
 @pytest.fixture
