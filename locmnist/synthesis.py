@@ -35,6 +35,7 @@ TEST_SEED = 20_240_607  # the one fixed seed of the published test split
 # standard 2: a source-resolution warp + separable matmul resampling. The seed split
 # (the reference's paste) has not changed.
 SPLIT_VERSIONS = {"standard": 2, "seed": 1, "styles": 1}
+RAW_STREAM = 7_919  # seed offset of the raw-paste choice and positions (see _mix_raw)
 FRAME = 30  # side of the source-resolution frame that rotation and shear are applied in
 
 
@@ -221,6 +222,19 @@ def _synthesize_seed(images, seed, canvas_size):
     return canvas, box
 
 
+@tf.function(reduce_retracing=True)
+def _mix_raw(images, seed, canvas, box, canvas_size, fraction):
+    """Replace ``fraction`` of the canvases (B, n, n, 1) by their digit pasted as it is
+    (the reference's paste: 28x28 at a whole-pixel position, no resampling), with the
+    tight ink box (B, 4) of that paste. Everything else is resampled (soft edges)."""
+    raw_seed = tf.stack([seed[0] + RAW_STREAM, seed[1]])
+    raw, _ = _synthesize_seed(images, raw_seed, canvas_size)               # (B, n, n, 1)
+    raw_box = _ink_box(raw[..., 0], INK_THRESHOLD) / tf.cast(canvas_size, tf.float32)
+    pick = tf.random.stateless_uniform([tf.shape(images)[0]], seed=raw_seed + [0, 1]) < fraction
+    return (tf.where(pick[:, None, None, None], raw, canvas),
+            tf.where(pick[:, None], raw_box, box))
+
+
 def synthesize(images, seed, cfg: Config):
     """Canvases (B, 75, 75, 1) float32 in 0..1 and normalized boxes (B, 4).
 
@@ -231,10 +245,13 @@ def synthesize(images, seed, cfg: Config):
     images = tf.convert_to_tensor(images)
     if cfg.data == "seed":
         return _synthesize_seed(images, seed, cfg.canvas_size)
-    return _synthesize_standard(images, seed, cfg.canvas_size, float(cfg.min_height),
-                                float(cfg.max_height), float(cfg.max_rotation_deg),
-                                float(cfg.max_shear), bool(cfg.thickness),
-                                float(cfg.aspect_jitter), float(cfg.elastic), float(cfg.wide_pens))
+    canvas, box = _synthesize_standard(
+        images, seed, cfg.canvas_size, float(cfg.min_height), float(cfg.max_height),
+        float(cfg.max_rotation_deg), float(cfg.max_shear), bool(cfg.thickness),
+        float(cfg.aspect_jitter), float(cfg.elastic), float(cfg.wide_pens))
+    if cfg.raw_fraction:
+        canvas, box = _mix_raw(images, seed, canvas, box, cfg.canvas_size, float(cfg.raw_fraction))
+    return canvas, box
 
 
 def synthesize_numpy(images: np.ndarray, cfg: Config, seed: int = 0, batch_size: int = 1000):

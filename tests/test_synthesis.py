@@ -93,5 +93,31 @@ def test_aspect_jitter_squeezes_and_stretches(mnist):
 
 def test_test_split_ignores_new_training_settings():
     """The published split is pinned: training-only settings never change it."""
-    cfg = synthesis.test_split_config(Config(aspect_jitter=0.3, elastic=2.0, wide_pens=0.5))
-    assert (cfg.aspect_jitter, cfg.elastic, cfg.wide_pens) == (0.0, 0.0, 0.0)
+    cfg = synthesis.test_split_config(Config(aspect_jitter=0.3, elastic=2.0, wide_pens=0.5,
+                                             raw_fraction=0.5))
+    assert (cfg.aspect_jitter, cfg.elastic, cfg.wide_pens, cfg.raw_fraction) == (0, 0, 0, 0)
+
+
+def test_raw_fraction_pastes_digits_as_they_are(mnist):
+    """A share of the digits is the reference's pixel-crisp paste, with a tight ink box;
+    the others are the resampled canvases of the same seed, unchanged."""
+    digits = mnist.x_test[:400]
+    soft, soft_boxes = synthesize_numpy(digits, Config(), seed=5, batch_size=200)
+    mixed, boxes = synthesize_numpy(digits, Config(raw_fraction=0.3), seed=5, batch_size=200)
+    raw = [i for i in range(len(digits)) if not np.array_equal(mixed[i], soft[i])]
+    assert 0.2 < len(raw) / len(digits) < 0.4
+    kept = np.setdiff1d(np.arange(len(digits)), raw)
+    assert np.allclose(boxes[kept], soft_boxes[kept])
+    for i in raw:
+        canvas = mixed[i, ..., 0]
+        ys, xs = np.nonzero(canvas > 0)
+        y0, x0 = ys.min(), xs.min()
+        digit = digits[i] / 255.0
+        dy, dx = np.nonzero(digit > 0)
+        # the whole digit, pixel for pixel, at a whole-pixel offset: nothing resampled
+        oy, ox = y0 - dy.min(), x0 - dx.min()
+        assert np.allclose(canvas[oy:oy + 28, ox:ox + 28], digit)
+        assert canvas.sum() == pytest.approx(digit.sum(), rel=1e-5)
+        assert np.allclose(boxes[i] * 75, tight_box(canvas, INK_THRESHOLD), atol=1e-4)
+    again, _ = synthesize_numpy(digits, Config(raw_fraction=0.3), seed=5, batch_size=200)
+    assert np.array_equal(again, mixed)                                  # seeded
