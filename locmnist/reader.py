@@ -139,16 +139,29 @@ class Reader:
 
     def closer_look(self, canvas: np.ndarray, det: Detections) -> Detections:
         """Step 4: labels from the single-digit classifier; confidence = the detector's
-        peak x the classifier's probability. Unchanged without a classifier."""
+        peak x the classifier's calibrated probability. Unchanged without a classifier.
+
+        A classifier with a fitted ``digit`` output (``locmnist.calibration``, rule
+        "digit") also vetoes: a detection it calls "not a digit" is dropped. That output
+        was trained on the same non-digit strokes (``locmnist.negatives``) the detector
+        sees, and, looking at one stroke group alone, it rejects letters and shapes the
+        detector's heatmap alone takes for digits. The max-softmax fallback does not
+        veto: on a crop it rejects real digits too."""
         if self.classifier is None or len(det) == 0:
             return det
         canvas = np.asarray(canvas, np.float32).reshape(np.shape(canvas)[:2])
         if canvas.max() > 1.0:
             canvas = canvas / 255.0
-        probs, _, _ = self.classifier.raw_outputs(closer_look_inputs(canvas, det.boxes))
+        probs, _, digit = self.classifier.raw_outputs(closer_look_inputs(canvas, det.boxes))
+        cal = self.classifier.calibration
+        probs = cal.probabilities(probs)
         labels = probs.argmax(axis=1)
         scores = det.scores * probs[np.arange(len(labels)), labels]
-        return Detections(det.boxes, scores.astype(np.float32), labels.astype(np.int64))
+        keep = np.ones(len(labels), bool)
+        if cal.rule == "digit" and cal.fitted and digit is not None:
+            keep = cal.accept(probs, digit)
+        return Detections(det.boxes[keep], scores[keep].astype(np.float32),
+                          labels[keep].astype(np.int64))
 
     # -- any image -------------------------------------------------------------
     def read(self, image) -> Reading:

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from locmnist.boxes import tight_box
+from locmnist.calibration import Calibration
 from locmnist.preprocess import InvalidImage
 from locmnist.reader import TARGET_HEIGHT, Reader, digit_height, frame_ink
 from locmnist.results import Digit, Reading
@@ -108,6 +109,7 @@ def test_closer_look_frames_each_digit_alone_and_relabels():
     assert b[2] - b[0] <= 25 + 2                          # the neighbour is masked out
 
     class Classifier:                                      # always very sure it is a 3
+        calibration = Calibration()                        # the fallback: no veto
         def raw_outputs(self, canvases):
             probs = np.full((len(canvases), 10), 0.01, np.float32)
             probs[:, 3] = 0.91
@@ -119,3 +121,33 @@ def test_closer_look_frames_each_digit_alone_and_relabels():
     assert looked.labels.tolist() == [3]
     assert looked.scores[0] == pytest.approx(0.8 * 0.91)
     assert Reader(runner=lambda x: None).closer_look(canvas, det) is det
+
+
+def test_closer_look_drops_what_a_fitted_digit_output_calls_not_a_digit():
+    from locmnist.decoding import Detections
+
+    canvas = np.zeros((64, 120), np.float32)
+    canvas[10:50, 20:40] = 1.0
+    canvas[10:50, 70:90] = 1.0
+    boxes = np.array([[20, 10, 40, 50], [70, 10, 90, 50]], np.float32)
+
+    class Classifier:                  # the first box is a digit (0.9), the second is not (0.1)
+        def __init__(self, calibration):
+            self.calibration = calibration
+
+        def raw_outputs(self, canvases):
+            probs = np.full((len(canvases), 10), 0.02, np.float32)
+            probs[:, 5] = 0.82
+            return probs, np.zeros((len(canvases), 4)), np.array([0.9, 0.1], np.float32)
+
+    det = Detections(boxes, np.array([0.8, 0.7], np.float32), np.array([5, 1]))
+    fitted = Calibration(temperature=2.0, rule="digit", threshold=0.5, fitted=True)
+    looked = Reader(runner=lambda x: None, classifier=Classifier(fitted)).closer_look(canvas, det)
+    assert looked.boxes.tolist() == [boxes[0].tolist()] and looked.labels.tolist() == [5]
+    # the confidence is the temperature-scaled probability (T = 2 flattens 0.82)
+    assert looked.scores[0] == pytest.approx(0.8 * fitted.probabilities(
+        np.array([[0.02] * 5 + [0.82] + [0.02] * 4]))[0, 5], rel=1e-5)
+    # an unfitted digit rule (the fallback) keeps both
+    unfitted = Calibration(rule="digit", threshold=0.5, fitted=False)
+    assert len(Reader(runner=lambda x: None,
+                      classifier=Classifier(unfitted)).closer_look(canvas, det)) == 2
