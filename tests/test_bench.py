@@ -158,3 +158,56 @@ def test_the_number_drawing_holds_strokes_not_blocks():
     for k in range(4):
         cell = img[70:210, k * 140:(k + 1) * 140, 3]
         assert 0.005 < (cell > 127).mean() < 0.3, k       # strokes: a little of the cell
+
+
+# --- python -m bench.seeds ------------------------------------------------------
+
+TINY = ["train_digits=512", "val_digits=128", "widths=4,8,8,8", "crop_widths=4,4,4",
+        "dense_units=16", "epochs=1", "time_limit_s=0"]
+
+
+def _seeds(tmp_path, *args):
+    cmd = [sys.executable, "-m", "bench.seeds", "--json", "--preset", "quick",
+           "--dir", str(tmp_path), *args]
+    for o in TINY:
+        cmd += ["--override", o]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_seeds_trains_each_seed_then_resumes_without_retraining(tmp_path):
+    proc = _seeds(tmp_path, "--seeds", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads(proc.stdout)
+    run = tmp_path / "quick-s3"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+    assert first["per_seed"]["3"]["accuracy"] == metrics["accuracy"]   # read from the run
+    assert first["summary"]["accuracy"]["n"] == 1
+    stamp = (run / "model.keras").stat().st_mtime_ns
+
+    # A run directory holding another seed is an error, and is left as it is.
+    (tmp_path / "quick-s4").mkdir()
+    (tmp_path / "quick-s4" / "config.json").write_text(
+        (run / "config.json").read_text())          # says seed 3, preset quick
+    again = _seeds(tmp_path, "--seeds", "3,4")
+    assert again.returncode == 1
+    report = json.loads(again.stdout)
+    assert report["per_seed"]["3"] == first["per_seed"]["3"]             # not retrained
+    assert (run / "model.keras").stat().st_mtime_ns == stamp
+    assert "holds something else" in report["per_seed"]["4"]["error"]
+    assert not (tmp_path / "quick-s4" / "model.keras").exists()
+
+
+def test_seeds_summary_is_mean_and_spread():
+    from bench.seeds import format_report, summarize
+
+    per_seed = {"0": {"accuracy": 0.995, "iou_mean": 0.95}, "1": {"accuracy": 0.993,
+                "iou_mean": 0.94}, "2": {"error": "training failed"}}
+    s = summarize(per_seed)
+    assert s["accuracy"]["n"] == 2 and s["accuracy"]["mean"] == pytest.approx(0.994)
+    assert s["accuracy"]["std"] == pytest.approx(0.001414, rel=1e-3)
+    assert (s["accuracy"]["min"], s["accuracy"]["max"]) == (0.993, 0.995)
+    text = format_report({"preset": "default", "seeds": [0, 1, 2], "split_version": 2,
+                          "per_seed": per_seed, "summary": s})
+    assert "**99.40%**" in text and "error: training failed" in text

@@ -36,3 +36,14 @@ def test_shipped_config_rebuilds_the_model(predictor):
 
     assert predictor.config is not None
     assert build_model(predictor.config).count_params() == predictor.model.count_params()
+
+
+def test_shipped_model_says_not_a_digit_and_keeps_digits(predictor):
+    """The shipped model has a fitted ``digit`` output: letters, shapes and scribbles
+    are refused, digits are not (a slice of the negative and digit test splits)."""
+    from locmnist.evaluation import evaluate_model
+
+    assert predictor.calibration.rule == "digit" and predictor.calibration.fitted
+    m = evaluate_model(predictor, limit=700)          # 700 digits and 700 negatives, every kind
+    assert m["reject_rate_negatives"] >= 0.95
+    assert m["digits_rejected"] <= 0.005
