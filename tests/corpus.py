@@ -293,25 +293,12 @@ def judge(case: Case, kind: str, result, page_: Page | None, check_accuracy: boo
 
 # --- shared predictor -----------------------------------------------------------
 
-def trained_model_path() -> Path | None:
-    """The model tests should use: $LOCMNIST_MODEL or the shipped one, if present."""
-    from locmnist.runs import default_model_path
-
-    p = default_model_path()
-    return p if p.exists() else None
-
-
 def load_predictor():
-    """(Predictor, trained?) -- an untrained tiny model when no trained one exists,
-    so robustness is still tested; accuracy asserts are then skipped."""
-    from locmnist.config import preset
+    """The model the tests judge: $LOCMNIST_MODEL or the shipped ``models/default.keras``
+    (it is in the repository, so a missing one fails the tests that need it)."""
     from locmnist.inference import Predictor
-    from locmnist.model import build_model
 
-    if trained_model_path() is not None:
-        return Predictor.load(), True
-    cfg = preset("quick", widths=(4, 8, 8, 8), dense_units=16)
-    return Predictor(build_model(cfg), cfg), False
+    return Predictor.load()
 
 
 # --- model files -----------------------------------------------------------------------

@@ -77,18 +77,6 @@ def wait_for(predicate, timeout, what):
 
 # --- the app under AppTest -------------------------------------------------------------
 
-def _shipped_model_missing() -> bool:
-    return not runs.default_model_path().exists()
-
-
-def needs_model(test):
-    """Skip ``test`` when there is no trained model to load (a fresh clone before training)."""
-    import pytest
-
-    return pytest.mark.skipif(_shipped_model_missing(),
-                              reason="the shipped model models/default.keras is missing")(test)
-
-
 def wait_until_no_run_is_active(root: Path, timeout: float = 60) -> None:
     """Wait (at most ``timeout`` s) until no training holds the lock under ``root``."""
     from locmnist import jobs

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from locmnist import jobs
 from locmnist.runs import CANCEL, CONFIG, HISTORY, JOB, METRICS, MODEL, STATUS
 from tests.helpers import APP_TIMEOUT as TIMEOUT
-from tests.helpers import (REPO, mnist_test_png, needs_model, page, rerun_until_run_ends,
+from tests.helpers import (REPO, mnist_test_png, page, rerun_until_run_ends,
                            wait_until_no_run_is_active)
 
 # Training settings the page's form does not show: a tiny net on few digits (seconds).
@@ -35,7 +35,6 @@ def test_every_page_renders(name):
     assert at.title[0].value == name.capitalize()
 
 
-@needs_model
 def test_upload_shows_the_predicted_digit_and_per_file_errors():
     at = page("predict").run()
     (first, first_label), (second, second_label) = mnist_test_png(0), mnist_test_png(1)
@@ -50,7 +49,6 @@ def test_upload_shows_the_predicted_digit_and_per_file_errors():
     assert len(at.get("image")) == 6
 
 
-@needs_model
 def test_upload_floods_are_capped_and_reruns_reuse_predictions(monkeypatch):
     """Issue 12 finding 7: a file cap per rerun; a rerun does not decode or predict again."""
     import locmnist.preprocess
@@ -74,7 +72,6 @@ def test_upload_floods_are_capped_and_reruns_reuse_predictions(monkeypatch):
     assert [m.value for m in at.metric if m.label == "Predicted digit"] == values
 
 
-@needs_model
 def test_a_file_name_cannot_inject_markdown():
     at = page("predict").run()
     at.file_uploader(key="predict_upload").upload("[win](http://evil.example).png", b"no").run()
@@ -82,7 +79,6 @@ def test_a_file_name_cannot_inject_markdown():
     assert at.error[0].value.startswith("\\[win\\]\\(http://evil\\.example\\)\\.png: ")
 
 
-@needs_model
 def test_an_invalid_uploaded_model_is_a_clear_error(tmp_path):
     at = page("predict").run()
     at.selectbox(key="predict_model").set_value("__upload__").run()
@@ -117,7 +113,6 @@ def test_a_crafted_huge_model_upload_is_refused_before_it_is_saved(tmp_path, mon
     assert not (tmp_path / "locmnist-uploads").exists()  # refused from memory: nothing written
 
 
-@needs_model
 def test_evaluate_a_sample_of_the_test_split():
     at = page("evaluate").run()
     at.select_slider(key="evaluate_n").set_value(500).run()

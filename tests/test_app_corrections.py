@@ -6,7 +6,7 @@ import pytest
 
 from locmnist.corrections import DB_NAME, CorrectionStore
 from locmnist.runs import HISTORY, MODEL
-from tests.helpers import mnist_test_png, needs_model, page, rerun_until_run_ends
+from tests.helpers import mnist_test_png, page, rerun_until_run_ends
 
 
 # Every test gets its own empty runs root (the ``runs`` fixture, conftest.py).
@@ -22,7 +22,6 @@ def save_button(at):
     return by_label(at.button, "Save the correction")
 
 
-@needs_model
 def test_wrong_answer_control_records_image_label_and_edited_box(runs):
     png, _ = mnist_test_png(0)
     at = page("predict").run()
@@ -45,7 +44,6 @@ def test_wrong_answer_control_records_image_label_and_edited_box(runs):
     assert c.png.startswith(b"\x89PNG")
 
 
-@needs_model
 def test_a_broken_store_is_an_error_on_the_page_not_a_crash(runs):
     runs.mkdir(parents=True)
     (runs / DB_NAME).write_bytes(b"not sqlite" * 1000)
@@ -121,7 +119,6 @@ def exported(zip_bytes, tmp_path):
     return [e.label for e in examples], problems
 
 
-@needs_model
 def test_public_visitor_downloads_only_the_corrections_of_their_session(
         runs, monkeypatch, tmp_path, deferred_downloads):
     monkeypatch.setenv("LOCMNIST_MODE", "public")
@@ -172,7 +169,6 @@ TINY_FINETUNE = {"epochs": 2, "replay_digits": 128, "batch_size": 64, "val_digit
                  "test_limit": 100}
 
 
-@needs_model
 @pytest.mark.slow
 def test_finetune_on_corrections_runs_as_a_training_run(runs, monkeypatch, mnist):
     from tests.new_style import as_pngs, hollow

@@ -7,12 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from locmnist.runs import default_detector_path
 from tests.helpers import wait_for
-from tests.helpers import needs_model, page, rerun_until_run_ends, wait_until_no_run_is_active
+from tests.helpers import page, rerun_until_run_ends, wait_until_no_run_is_active
 
-needs_detector = pytest.mark.skipif(not default_detector_path().exists(),
-                                    reason="the shipped detector models/detector.keras is missing")
 # A detect-quick run that takes seconds: the page's form sets epochs and digits; the
 # server's overrides (LOCMNIST_TRAIN_OVERRIDES) make the net tiny. dense_units is a
 # single-digit model's field: a detector run leaves it out.
@@ -54,8 +51,6 @@ def image_captions(at) -> list[str]:
     return [img.caption for element in at.get("image") for img in element.proto.imgs]
 
 
-@needs_model
-@needs_detector
 def test_an_uploaded_number_is_read_and_every_digit_boxed():
     at = page("predict").run()
     at.file_uploader(key="predict_upload").set_value([
@@ -74,8 +69,6 @@ def test_an_uploaded_number_is_read_and_every_digit_boxed():
     assert sum(c.startswith("What") and "saw (75×75)" in c for c in captions) == 2
 
 
-@needs_model
-@needs_detector
 def test_a_camera_photo_is_read_like_an_upload():
     at = page("predict").run()
     assert not at.get("camera_input")  # no webcam prompt until the visitor asks for it
@@ -87,8 +80,6 @@ def test_a_camera_photo_is_read_like_an_upload():
     assert "Camera photo" in [t.value for t in at.text]
 
 
-@needs_model
-@needs_detector
 def test_readings_are_cached_by_content_across_reruns(monkeypatch):
     from locmnist.reader import Reader
 
@@ -109,7 +100,6 @@ def test_readings_are_cached_by_content_across_reruns(monkeypatch):
     assert len(calls) == 1  # one read for two copies of one image and a rerun
 
 
-@needs_detector
 def test_history_shows_the_shipped_detectors_own_curves():
     at = page("history").run()
     assert "Shipped detector" in at.multiselect(key="history_runs").options
@@ -121,7 +111,6 @@ def test_history_shows_the_shipped_detectors_own_curves():
             "Classification accuracy"} <= set(titles)
 
 
-@needs_detector
 def test_evaluate_a_detector_on_the_detection_test_split():
     from locmnist.detection_eval import evaluate_detector
     from locmnist.reader import Reader

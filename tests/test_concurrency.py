@@ -15,7 +15,7 @@ from tests.corpus import load_predictor
 
 @pytest.fixture(scope="module")
 def predictor():
-    return load_predictor()[0]
+    return load_predictor()
 
 
 def test_eight_threads_match_serial_answers(predictor):

@@ -1,6 +1,5 @@
 """The corrections store: schema and migrations, concurrent and killed writers, the size
 cap, malformed rows, and the export that ``train --extra`` / ``finetune`` read."""
-import io
 import os
 import signal
 import sqlite3

@@ -2,10 +2,6 @@
 wild set (drawn / photographed / typed digits) through the full predict path."""
 import pytest
 
-from locmnist.runs import DEFAULT_MODEL
-
-pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="models/default.keras not shipped")
-
 
 @pytest.fixture(scope="module")
 def predictor():

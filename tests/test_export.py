@@ -186,8 +186,6 @@ def test_export_cli_bad_model_is_one_clear_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(not (REPO / "models" / "default.keras").exists(),
-                    reason="the shipped model is not in this checkout yet")
 def test_shipped_model_tflite_parity(test_canvases, tmp_path):
     from locmnist.export import export_tflite, max_difference
     from locmnist.model_files import load_model_file

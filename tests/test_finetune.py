@@ -59,7 +59,6 @@ TINY = ["--epochs", "1", "--replay-digits", "128", "--batch-size", "64", "--val-
         "--test-limit", "100"]
 
 
-@pytest.mark.skipif(not SHIPPED.exists(), reason="needs the shipped model")
 def test_cli_finetune_writes_a_run_with_before_and_after(tmp_path, corrections):
     db, _ = corrections
     out = tmp_path / "run"
@@ -109,7 +108,6 @@ def test_train_extra_reads_the_exported_zip(tmp_path, corrections):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHIPPED.exists(), reason="needs the shipped model")
 def test_the_correction_loop_end_to_end(tmp_path, mnist):
     """Hollow 1s, a style the shipped model misreads; a user corrects 10 of them (with
     the model's own box, as the app records them); after fine-tuning (a small, fast

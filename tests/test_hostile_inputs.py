@@ -27,7 +27,7 @@ from PIL import Image
 from locmnist.boxes import iou
 from locmnist.preprocess import InvalidImage, prepare
 from tests.corpus import (CORPUS, digit_file, encode, exif_rotated_jpeg, judge, load_predictor,
-                          outcome, page, png_with_header_size, trained_model_path)
+                          outcome, page, png_with_header_size)
 from tests.helpers import REPO
 
 
@@ -40,7 +40,7 @@ def predictor():
 
 @pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])
 def test_predict_gives_one_clear_outcome(case, predictor):
-    model, trained = predictor
+    model = predictor
     data, page_ = case.build()
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -48,11 +48,8 @@ def test_predict_gives_one_clear_outcome(case, predictor):
         kind, result = outcome(model, data)
     assert not caught, [str(w.message) for w in caught]
     assert time.perf_counter() - t0 < 20, "took too long"
-    problem = judge(case, kind, result, page_, check_accuracy=trained)
+    problem = judge(case, kind, result, page_, check_accuracy=True)
     assert problem is None, problem
-    if not trained and case.expect == "digit":
-        pytest.skip("no trained model (models/default.keras or $LOCMNIST_MODEL): the outcome "
-                    "kind was checked, the label and box were not")
 
 
 @pytest.mark.parametrize("case", [c for c in CORPUS if c.expect == "invalid"],
@@ -127,13 +124,11 @@ def test_missing_file_and_unsupported_source(tmp_path):
 
 @pytest.mark.parametrize("orientation", [6, 8])
 def test_exif_rotation_maps_box_to_upright_image(orientation, predictor):
-    model, trained = predictor
+    model = predictor
     data, upright = exif_rotated_jpeg(orientation)
     prep = prepare(data)
     h, w = upright.ink.shape
     assert prep.image_size == (w, h), "EXIF orientation must be applied"
-    if not trained:
-        pytest.skip("no trained model: box placement cannot be judged")
     pred = model.predict(data)
     assert pred.label == 7
     # The digit sits in the upright image's top-left quarter.
@@ -156,13 +151,7 @@ def test_cli_predict_json_reports_each_file(tmp_path):
         files.append(str(f))
     files.append(str(tmp_path / "missing.png"))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    trained = trained_model_path() is not None
-    model_args = []
-    if not trained:  # an untrained model file still exercises every error path
-        model_args = ["--model", str(tmp_path / "untrained.keras")]
-        load_predictor()[0].model.save(model_args[1])
-    proc = subprocess.run([sys.executable, "-m", "locmnist", "predict", "--json",
-                           *model_args, *files],
+    proc = subprocess.run([sys.executable, "-m", "locmnist", "predict", "--json", *files],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=180)
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
     assert proc.returncode == 2
@@ -176,7 +165,5 @@ def test_cli_predict_json_reports_each_file(tmp_path):
     assert "message" in by_name["all white"]
     for name in ("PNG grey, dark on white", "JPEG EXIF orientation 6"):
         assert "error" not in by_name[name] and len(by_name[name]["box"]) == 4
-    if not trained:
-        pytest.skip("no trained model: the CLI's labels were not checked")
     assert by_name["PNG grey, dark on white"]["label"] == 7
     assert by_name["JPEG EXIF orientation 6"]["label"] == 7

@@ -48,8 +48,6 @@ def test_iou_metric_and_giou_loss_agree_with_hand_cases():
 
 
 def test_save_and_load_roundtrip(tmp_path):
-    import keras
-
     from locmnist.model_files import load_model_file
 
     cfg = preset("quick", widths=(4, 8, 8, 8), dense_units=8)

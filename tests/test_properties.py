@@ -121,7 +121,7 @@ def array_size(a: np.ndarray) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def predictor():
-    return load_predictor()[0]
+    return load_predictor()
 
 
 @FAST

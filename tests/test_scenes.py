@@ -1,6 +1,5 @@
 """Multi-digit scenes: tight boxes, layouts, determinism, the test split's makeup."""
 import numpy as np
-import pytest
 
 from locmnist.boxes import INK_THRESHOLD, tight_box
 from locmnist.detector_config import DetectorConfig
