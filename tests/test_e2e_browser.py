@@ -422,10 +422,16 @@ def drawn_png(points, pen: int = 18) -> bytes:
 
 def predicted_digit(page):
     """The single-digit model's answer once it shows one: a digit or "Not a digit"."""
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stMetric"]')]
-        .some(m => m.innerText.includes("Predicted digit") && /^(\\d|Not a digit)$/.test(
-                   (m.querySelector('[data-testid="stMetricValue"]') || {}).innerText?.trim()))""",
-                           timeout=90_000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stMetric"]')]
+            .some(m => m.innerText.includes("Predicted digit") && /^(\\d|Not a digit)$/.test(
+                       (m.querySelector('[data-testid="stMetricValue"]') || {}).innerText?.trim()))""",
+                               timeout=90_000)
+    except PlaywrightTimeout:  # say what the page showed instead
+        shown = page.locator('[data-testid="stMain"]').inner_text()[:2000]
+        raise AssertionError(f"no digit answer within 90 s; the page shows:\n{shown}") from None
     settle(page)
     page.wait_for_timeout(1000)  # the canvas may send the stroke once more: let it land
     settle(page)
@@ -470,6 +476,9 @@ def wait_empty(page) -> None:
 
     expect(metric_value(page, "Predicted digit")).to_have_text("—", timeout=60_000)
     expect(page.get_by_text("Wrong? It's a …")).to_have_count(0, timeout=60_000)
+    # The "—" can show while the script still runs (a page switch, a new model loading):
+    # a stroke drawn then can land on a canvas about to be redrawn, so wait for quiet.
+    settle(page, timeout_ms=60_000)
 
 
 def test_correct_a_new_style_fine_tune_and_see_it_read_right(server, page, shots):
