@@ -97,14 +97,17 @@ def show_rejection(m: dict) -> None:
     st.subheader("Not a digit")
     rule = ("the model's digit output" if m["reject_rule"] == "digit"
             else "its top calibrated probability")
+    floor = (f", and \"not sure\" when its top calibrated probability is below "
+             f"{m['min_confidence']:.3g}" if m.get("min_confidence") else "")
     st.caption(f"A canvas is \"not a digit\" when {rule} is below "
-               f"{m['reject_threshold']:.3g}; {m['n_negatives']:,} canvases of the negative test "
+               f"{m['reject_threshold']:.3g}{floor}; {m['n_negatives']:,} canvases of the negative test "
                f"split (letters, shapes, scribbles, noise, blank). Confidences are "
                f"temperature-scaled (T = {m['temperature']:.2f}"
                f"{'' if m['calibrated'] else ', no calibration saved: the fallback'}).")
     cols = st.columns(4)
     cols[0].metric("Negatives rejected", f"{m['reject_rate_negatives']:.1%}")
-    cols[1].metric("Digits wrongly rejected", f"{m['digits_rejected']:.2%}")
+    cols[1].metric("Digits wrongly rejected", f"{m['digits_rejected']:.2%}",
+                   help="not a digit, or not sure which digit")
     cols[2].metric("Accuracy on accepted", f"{m['accuracy_accepted']:.2%}")
     cols[3].metric("ECE (15 bins)", f"{m['ece']:.2%}")
     a, b = st.columns(2)
@@ -114,6 +117,12 @@ def show_rejection(m: dict) -> None:
     with b:
         st.plotly_chart(tradeoff_figure(m["tradeoff"], m["reject_threshold"]), width="stretch",
                         key="evaluate_tradeoff")
+    if m.get("confidence_tradeoff"):  # metrics from before the "not sure" floor lack it
+        st.plotly_chart(tradeoff_figure(m["confidence_tradeoff"], m["min_confidence"],
+                                        title="\"Not sure\" trade-off (the digit rule at its "
+                                              "threshold)",
+                                        axis="floor on the top calibrated probability"),
+                        width="stretch", key="evaluate_confidence_tradeoff")
 
 
 def reliability_figure(bins: list[dict]):
@@ -138,7 +147,8 @@ def reliability_figure(bins: list[dict]):
     return fig
 
 
-def tradeoff_figure(rows: list[dict], threshold: float):
+def tradeoff_figure(rows: list[dict], threshold: float, title: str = "Rejection trade-off",
+                    axis: str = "threshold"):
     """Per threshold: digits rejected, accuracy on the accepted, negatives rejected."""
     import plotly.graph_objects as go
 
@@ -151,8 +161,8 @@ def tradeoff_figure(rows: list[dict], threshold: float):
                                  hovertemplate="threshold %{x:.3g}: %{y:.2%}<extra></extra>"))
     fig.add_vline(x=threshold, line_dash="dash", line_color="gray",
                   annotation_text=f"saved {threshold:.3g}")
-    fig.update_layout(title="Rejection trade-off", height=360,
-                      xaxis=dict(title="threshold", range=[0, 1]),
+    fig.update_layout(title=title, height=360,
+                      xaxis=dict(title=axis, range=[0, 1]),
                       yaxis=dict(range=[0, 1.02], tickformat=".0%"),
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(x=0.02, y=0.5))
     return fig

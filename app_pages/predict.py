@@ -197,13 +197,20 @@ def show_summary(prediction, key: str, user_box=None) -> None:
 
 
 def show_not_a_digit(prediction, key: str) -> None:
-    """The model looked and found no digit: say so; its digit guesses stay visible, greyed."""
+    """The model looked and found no digit, or no digit likely enough to name: say so; its
+    digit guesses stay visible, greyed."""
     best = int(np.argmax(prediction.probabilities))
     cols = st.columns(2)
-    cols[0].metric("Predicted digit", "Not a digit")
+    cols[0].metric("Predicted digit", "Not sure" if prediction.unsure else "Not a digit")
     cols[1].metric("Best digit guess", f"{best} ({prediction.confidence:.0%})")
-    st.caption("The model sees no digit here (letters, shapes, scribbles and noise are "
-               "refused). The probabilities below are what it would say if it had to pick one.")
+    if prediction.unsure:
+        st.caption("The model sees a digit but cannot tell which: no digit reaches the "
+                   "confidence it needs to answer (the floor saved with the model). The "
+                   "probabilities below are what it would say if it had to pick one.")
+    else:
+        st.caption("The model sees no digit here (letters, shapes, scribbles and noise are "
+                   "refused). The probabilities below are what it would say if it had to "
+                   "pick one.")
     ui.probability_chart(prediction.probabilities, key=f"probs_{key}", muted=True)
 
 

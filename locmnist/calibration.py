@@ -14,7 +14,14 @@ are ``locmnist.runs``'s). It holds:
   (reference-format and ``seed`` models);
 * the threshold is chosen from data: the highest one that rejects at most
   ``cfg.reject_budget`` of the validation digits, capped at 0.5 (a sigmoid's
-  even odds). ``tradeoff`` gives the whole curve it is picked from.
+  even odds). ``tradeoff`` gives the whole curve it is picked from;
+* ``min_confidence`` (rule "digit" only): a digit the model is sure is there, but
+  whose calibrated top probability is below this floor, is answered "not sure"
+  (selective classification: most wrong answers are the least confident ones).
+  Fitted like the threshold, on what is left of the same budget, capped at 0.5,
+  so "not a digit" and "not sure" together reject at most ``reject_budget`` of
+  the validation digits. The multi-digit reader does not apply it: a detection's
+  confidence already multiplies in the classifier's (``locmnist.reader``).
 
 A model without a saved calibration gets ``Calibration.fallback``: T = 1 and
 threshold 0.5 on its digit output, or on its top softmax probability.
@@ -31,6 +38,7 @@ import numpy as np
 RULES = ("digit", "softmax")
 FALLBACK_THRESHOLD = 0.5
 MAX_THRESHOLD = 0.5
+MAX_CONFIDENCE_FLOOR = 0.5
 ECE_BINS = 15
 
 
@@ -39,6 +47,7 @@ class Calibration:
     temperature: float = 1.0
     rule: str = "softmax"
     threshold: float = FALLBACK_THRESHOLD
+    min_confidence: float = 0.0         # below it, a digit is answered "not sure"
     fitted: bool = False                # False: the fallback, nothing was fitted
     validation: dict | None = None      # what the fit saw: counts and rates, for the record
 
@@ -47,6 +56,8 @@ class Calibration:
             raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
         if not (np.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be positive, got {self.temperature!r}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
 
     @classmethod
     def fallback(cls, has_digit_output: bool) -> "Calibration":
@@ -66,6 +77,14 @@ class Calibration:
         """(N,) bool: True where the model names a digit, False for "not a digit"."""
         return self.scores(calibrated, digit) >= self.threshold
 
+    def confident(self, calibrated: np.ndarray) -> np.ndarray:
+        """(N,) bool: False where the calibrated top probability is under the floor."""
+        return np.asarray(calibrated).max(axis=-1) >= self.min_confidence
+
+    def answers(self, calibrated: np.ndarray, digit: np.ndarray | None) -> np.ndarray:
+        """(N,) bool: True where a digit is named: accepted, and confident enough."""
+        return self.accept(calibrated, digit) & self.confident(calibrated)
+
     # -- persistence -------------------------------------------------------
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,8 +92,9 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
         return cls(temperature=float(d["temperature"]), rule=str(d["rule"]),
-                   threshold=float(d["threshold"]), fitted=bool(d.get("fitted", True)),
-                   validation=d.get("validation"))
+                   threshold=float(d["threshold"]),
+                   min_confidence=float(d.get("min_confidence", 0.0)),  # older files: none
+                   fitted=bool(d.get("fitted", True)), validation=d.get("validation"))
 
     def save(self, path: str | os.PathLike) -> None:
         from locmnist.files import atomic_write_text
@@ -148,6 +168,17 @@ def choose_threshold(digit_scores: np.ndarray, budget: float) -> float:
     return float(min(MAX_THRESHOLD, s[allowed]))  # s[allowed] itself is accepted (>=)
 
 
+def choose_floor(confidence: np.ndarray, allowed: int) -> float:
+    """The highest floor (<= MAX_CONFIDENCE_FLOOR) under which at most ``allowed`` of
+    these top probabilities fall; 0.0 when none may."""
+    c = np.sort(np.asarray(confidence, np.float64).ravel())
+    if allowed < 1 or not len(c):
+        return 0.0
+    if allowed >= len(c):
+        return MAX_CONFIDENCE_FLOOR
+    return float(min(MAX_CONFIDENCE_FLOOR, c[allowed]))  # c[allowed] itself is kept (>=)
+
+
 def fit(probs: np.ndarray, labels: np.ndarray, digit: np.ndarray | None,
         negative_probs: np.ndarray | None = None, negative_digit: np.ndarray | None = None,
         budget: float = 0.002) -> Calibration:
@@ -161,17 +192,26 @@ def fit(probs: np.ndarray, labels: np.ndarray, digit: np.ndarray | None,
     base = Calibration(temperature=t, rule=rule)
     calibrated = base.probabilities(probs)
     threshold = choose_threshold(base.scores(calibrated, digit), budget)
-    cal = Calibration(temperature=t, rule=rule, threshold=threshold, fitted=True)
+    floor = 0.0
+    if rule == "digit":  # the softmax rule's threshold already is a floor on the same score
+        accepted = Calibration(temperature=t, rule=rule, threshold=threshold).accept(
+            calibrated, digit)
+        allowed = int(np.floor(budget * len(labels))) - int((~accepted).sum())
+        floor = choose_floor(calibrated[accepted].max(axis=1), allowed)
+    cal = Calibration(temperature=t, rule=rule, threshold=threshold, min_confidence=floor,
+                      fitted=True)
     record = {"digits": int(len(labels)), "budget": budget,
-              "digits_rejected": float(1 - cal.accept(calibrated, digit).mean()),
+              "digits_rejected": float((~cal.answers(calibrated, digit)).mean()),
+              "digits_unsure": float((cal.accept(calibrated, digit)
+                                      & ~cal.confident(calibrated)).mean()),
               "ece_before": ece(probs.max(1), probs.argmax(1) == labels),
               "ece_after": ece(calibrated.max(1), calibrated.argmax(1) == labels)}
     if negative_probs is not None and len(negative_probs):
         neg_cal = cal.probabilities(negative_probs)
         record["negatives"] = int(len(negative_probs))
-        record["negatives_rejected"] = float(1 - cal.accept(neg_cal, negative_digit).mean())
-    return Calibration(temperature=t, rule=rule, threshold=threshold, fitted=True,
-                       validation=record)
+        record["negatives_rejected"] = float((~cal.answers(neg_cal, negative_digit)).mean())
+    return Calibration(temperature=t, rule=rule, threshold=threshold, min_confidence=floor,
+                       fitted=True, validation=record)
 
 
 # --- measuring ---------------------------------------------------------------------

@@ -95,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="one JSON object per line per input")
     pr.add_argument("images", nargs="+", metavar="IMAGE")
 
+    c = sub.add_parser("calibrate", help="refit a trained model's calibration (temperature, "
+                                         "'not a digit' threshold, 'not sure' floor) on its "
+                                         "own validation data")
+    c.add_argument("--model", help="model file or run directory (default: shipped model)")
+    c.add_argument("--mnist", help="path to mnist.npz or a folder of IDX files")
+    c.add_argument("--json", action="store_true", help="print the calibration as JSON")
+
     # Subcommands that live in their own modules register their own flags.
     from locmnist import export, finetune
 
@@ -111,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         from locmnist import export, finetune
 
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "export": export.run, "finetune": finetune.run}[args.command](args)
+                "calibrate": cmd_calibrate, "export": export.run,
+                "finetune": finetune.run}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -192,7 +200,8 @@ EVAL_KEYS = ("accuracy", "box_mse", "iou_mean", "iou_ge_0.5", "iou_ge_0.6", "iou
 # "Not a digit" and calibration (locmnist.calibration): the first five are printed as text too.
 REJECT_KEYS = ("ece", "digits_rejected", "accuracy_accepted", "reject_rate_negatives",
                "reject_threshold", "temperature", "reject_rule", "calibrated", "n_negatives",
-               "ece_uncalibrated", "reject_rate_negatives_by_kind", "tradeoff", "reliability")
+               "ece_uncalibrated", "reject_rate_negatives_by_kind", "tradeoff", "reliability",
+               "min_confidence", "digits_unsure", "confidence_tradeoff")
 
 
 def cmd_evaluate(args) -> int:
@@ -222,6 +231,7 @@ def cmd_evaluate(args) -> int:
         for k in EVAL_KEYS[:-2]:
             print(f"{k:<10}{metrics[k]:.4f}")
         print(f"not a digit: {metrics['reject_rule']} < {metrics['reject_threshold']:.4g}"
+              f"; not sure: top probability < {metrics['min_confidence']:.4g}"
               f" (temperature {metrics['temperature']:.3f})")
         for k in REJECT_KEYS[:4]:
             print(f"{k:<22}{metrics[k]:.4f}")
@@ -241,6 +251,31 @@ def _evaluate_wild(predictor, args) -> int:
     for kind, s in [*result["by_kind"].items(), ("all", result)]:
         print(f"{kind:<8}{s['n']:>6}{s['accuracy']:>10.4f}{s['iou_mean']:>10.3f}"
               f"{s['iou_ge_0.5']:>10.3f}{s['no_digit']:>10.3f}")
+    return 0
+
+
+# --- calibrate ----------------------------------------------------------------
+
+def cmd_calibrate(args) -> int:
+    from locmnist.calibration import sidecar_path
+    from locmnist.model_files import resolve_model_path
+    from locmnist.runs import default_model_path
+    from locmnist.training import recalibrate
+
+    path = resolve_model_path(args.model or default_model_path())
+    cal = recalibrate(path, args.mnist)
+    if args.json:
+        print(json.dumps({"model": str(path), **cal.to_dict()}))
+        return 0
+    v = cal.validation or {}
+    print(f"model            {path}\nsaved            {sidecar_path(path)}\n"
+          f"temperature      {cal.temperature:.4f}\n"
+          f"not a digit      {cal.rule} < {cal.threshold:.4g}\n"
+          f"not sure         top probability < {cal.min_confidence:.4g}\n"
+          f"validation       {v.get('digits', 0)} digits: {v.get('digits_rejected', 0):.4%} "
+          f"rejected ({v.get('digits_unsure', 0):.4%} not sure), budget "
+          f"{v.get('budget', 0):.2%}; {v.get('negatives', 0)} negatives: "
+          f"{v.get('negatives_rejected', 0):.2%} rejected")
     return 0
 
 

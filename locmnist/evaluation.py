@@ -62,21 +62,30 @@ def rejection_metrics(calibration, probs: np.ndarray, digit, labels: np.ndarray,
 
     cal = calibration.probabilities(probs)
     correct = cal.argmax(1) == labels
-    accepted = calibration.accept(cal, digit)
+    there = calibration.accept(cal, digit)          # the rule: is there a digit at all
+    accepted = there & calibration.confident(cal)   # and sure enough which one
     neg_cal = calibration.probabilities(neg_probs)
-    neg_rejected = ~calibration.accept(neg_cal, neg_digit)
+    neg_there = calibration.accept(neg_cal, neg_digit)
+    neg_rejected = ~(neg_there & calibration.confident(neg_cal))
     out = {
         "ece": ece(cal.max(1), correct),
         "ece_uncalibrated": ece(probs.max(1), probs.argmax(1) == labels),
         "digits_rejected": float(1 - accepted.mean()),
+        "digits_unsure": float((there & ~accepted).mean()),
         "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else 0.0,
         "reject_rate_negatives": float(neg_rejected.mean()),
         "n_negatives": int(len(neg_probs)),
         "reject_rule": calibration.rule, "reject_threshold": calibration.threshold,
+        "min_confidence": calibration.min_confidence,
         "temperature": calibration.temperature, "calibrated": calibration.fitted,
         "reliability": reliability(cal.max(1), correct),
         "tradeoff": tradeoff(calibration.scores(cal, digit), correct,
                              calibration.scores(neg_cal, neg_digit)),
+        # The "not sure" floor on the calibrated top probability, the rule at its threshold
+        # (a canvas the rule rejects scores -1: rejected at every floor).
+        "confidence_tradeoff": tradeoff(np.where(there, cal.max(1), -1.0), correct,
+                                        np.where(neg_there, neg_cal.max(1), -1.0),
+                                        thresholds=np.linspace(0.0, 0.9, 19)),
     }
     if neg_kinds is not None:
         out["reject_rate_negatives_by_kind"] = {

@@ -19,6 +19,7 @@ from locmnist.preprocess import Prepared, prepare
 # (N,) "is there a digit" scores or None for a model without that output)
 CanvasRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, "np.ndarray | None"]]
 NOT_A_DIGIT = "not a digit"
+NOT_SURE = "not sure which digit"   # a digit, but under the calibration's confidence floor
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,15 @@ class Prediction:
 
     @property
     def rejected(self) -> bool:
-        """The model looked and answered "not a digit"; the digit probabilities are kept
-        (calibrated), and ``confidence`` is the best digit's, for display."""
-        return self.label is None and self.message == NOT_A_DIGIT
+        """The model looked and answered "not a digit" or "not sure which digit"; the
+        digit probabilities are kept (calibrated), and ``confidence`` is the best digit's,
+        for display."""
+        return self.label is None and self.message in (NOT_A_DIGIT, NOT_SURE)
+
+    @property
+    def unsure(self) -> bool:
+        """A digit is there, but no digit is likely enough to name (``min_confidence``)."""
+        return self.label is None and self.message == NOT_SURE
 
     def to_dict(self) -> dict:
         """JSON-ready fields (the CLI's ``predict --json`` schema, minus ``file``)."""
@@ -68,10 +75,12 @@ def to_prediction(prep: Prepared, probs: np.ndarray, model_box: np.ndarray,
     probs = calibration.probabilities(probs[None])[0]
     score = None if digit is None else float(digit)
     label = int(np.argmax(probs))
-    if not calibration.accept(probs[None], None if score is None else np.array([score]))[0]:
+    there = calibration.accept(probs[None], None if score is None else np.array([score]))[0]
+    if not there or not calibration.confident(probs[None])[0]:
         # The best digit's calibrated confidence stays, for display; there is no box.
         return Prediction(None, float(probs[label]), tuple(float(p) for p in probs), None, None,
-                          None, prep.model_input, prep.image_size, NOT_A_DIGIT, score)
+                          None, prep.model_input, prep.image_size,
+                          NOT_SURE if there else NOT_A_DIGIT, score)
     model_box = tuple(float(v) for v in np.clip(model_box, 0.0, 1.0))
     box = prep.to_input_pixels(model_box)
     w, h = prep.image_size

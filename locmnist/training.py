@@ -205,6 +205,27 @@ def fit_calibration(model, val_data, vy: np.ndarray, cfg: Config):
                            probs[n:], neg_digit, budget=cfg.reject_budget)
 
 
+def recalibrate(model_path: str | os.PathLike, mnist_path: str | None = None):
+    """Refit a trained model's calibration on the validation data its training used (the
+    same seeded digits and negatives, rebuilt from the config saved beside it) and save it
+    beside the model, replacing the old one; returns the new ``Calibration``. For models
+    calibrated before a calibration setting existed (``python -m locmnist calibrate``)."""
+    from locmnist.calibration import sidecar_path
+
+    model, cfg = load_model_file(model_path)
+    if cfg is None:
+        raise ValueError(f"{Path(model_path).name} has no saved config: its validation data "
+                         "cannot be rebuilt")
+    if digit_key(model) is None:
+        cfg = cfg.replace(negative_fraction=0.0)  # as train() does for such a model
+    _, _, vx, vy = split_digits(cfg, load_mnist(mnist_path))
+    if not len(vx):
+        raise ValueError("the model's config holds out no validation digits (val_digits=0)")
+    cal = fit_calibration(model, validation_data(vx, vy, cfg), vy, cfg)
+    cal.save(sidecar_path(model_path))  # atomic: written to a temp file, then renamed
+    return cal
+
+
 def lr_schedule(cfg: Config, steps_per_epoch: int):
     """Linear warmup to cfg.learning_rate, then cosine decay to ~0 at the last step
     (the cosine schedule); or cfg.learning_rate throughout (constant)."""

@@ -129,6 +129,7 @@ def test_evaluate_a_sample_of_the_test_split():
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert "Reliability: accuracy against confidence" in titles
     assert "Rejection trade-off" in titles
+    assert '"Not sure" trade-off (the digit rule at its threshold)' in titles
     at.run()  # the result stays across reruns, for the model and size it was computed for
     assert {m.label: m.value for m in at.metric} == metrics
     at.select_slider(key="evaluate_n").set_value(1000).run()
@@ -308,3 +309,26 @@ def test_every_page_renders_beside_malformed_runs(runs, name):
     assert at.title[0].value == name.capitalize()
     if name == "history":
         assert any("cannot be shown" in w.value and "unreadable" in w.value for w in at.warning)
+
+
+def test_not_sure_is_shown_when_no_digit_reaches_the_floor(tmp_path, monkeypatch):
+    """A model whose saved confidence floor no digit reaches: "Not sure", probabilities
+    greyed, and the caption says why."""
+    from locmnist.calibration import Calibration, sidecar_path
+    from locmnist.model import build_model
+    from tests.helpers import tiny_config
+
+    path = tmp_path / "unsure.keras"
+    build_model(tiny_config()).save(path)
+    Calibration(rule="digit", threshold=0.0, min_confidence=1.0, fitted=True).save(
+        sidecar_path(path))
+    monkeypatch.setenv("LOCMNIST_MODEL", str(path))
+    at = page("predict").run()
+    png, _ = mnist_test_png(0)
+    at.file_uploader(key="predict_upload").set_value([("digit.png", png, "image/png")]).run()
+    assert not at.exception
+    assert [m.value for m in at.metric if m.label == "Predicted digit"] == ["—", "Not sure"]
+    assert any("cannot tell which" in c.value for c in at.caption)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    bars = [c for c in charts if c["layout"]["title"]["text"].startswith("Probabilities")]
+    assert len(bars) == 1 and set(bars[0]["data"][0]["marker"]["color"]) == {"#C8C8C8"}

@@ -52,7 +52,9 @@ def test_fit_with_a_digit_output_reports_validation_rates():
     c = fit(probs, labels, digit, probs[:200], neg_digit, budget=0.002)
     assert c.rule == "digit" and c.fitted and c.threshold <= 0.5
     assert c.validation["digits_rejected"] <= 0.002
-    assert c.validation["negatives_rejected"] == pytest.approx((neg_digit < c.threshold).mean())
+    neg_answered = c.answers(c.probabilities(probs[:200]), neg_digit)
+    assert c.validation["negatives_rejected"] == (~neg_answered).mean()
+    assert c.validation["negatives_rejected"] >= (neg_digit < c.threshold).mean()
     without = fit(probs, labels, None)
     assert without.rule == "softmax"
 
@@ -91,3 +93,40 @@ def test_fallback_rule_rejects_a_flat_softmax():
     with pytest.raises(ValueError):
         Calibration(rule="vote")
     json.dumps(fb.to_dict())
+
+
+def test_floor_respects_what_is_left_of_the_budget_and_the_cap():
+    conf = np.linspace(0.2, 1.0, 1000)
+    assert cal_mod.choose_floor(conf, 0) == 0.0                   # nothing left to reject
+    f = cal_mod.choose_floor(conf, 5)
+    assert (conf < f).sum() == 5 and f == conf[5]
+    assert cal_mod.choose_floor(conf, 900) == cal_mod.MAX_CONFIDENCE_FLOOR
+    assert cal_mod.choose_floor(np.full(10, 0.99), 3) == cal_mod.MAX_CONFIDENCE_FLOOR
+
+
+def test_fit_puts_a_not_sure_floor_under_the_least_confident_digits():
+    """The floor rejects the least confident digits, the rule's rejections counted first,
+    within one budget; the wrong answers go first, so accuracy on the rest rises."""
+    probs, labels = _overconfident(2000)
+    digit = np.ones(2000)
+    digit[:2] = 0.1                                  # two digits the rule already refuses
+    c = fit(probs, labels, digit, budget=0.01)
+    calibrated = c.probabilities(probs)
+    answered = c.answers(calibrated, digit)
+    assert c.rule == "digit" and 0 < c.min_confidence <= cal_mod.MAX_CONFIDENCE_FLOOR
+    assert (~answered).sum() <= 20 and c.validation["digits_rejected"] == (~answered).mean()
+    assert c.validation["digits_unsure"] == pytest.approx((~answered).mean() - 2 / 2000)
+    correct = calibrated.argmax(1) == labels
+    assert correct[answered].mean() > correct.mean()
+    # The softmax rule's threshold already is a floor on that score: no second one.
+    assert fit(probs, labels, None, budget=0.01).min_confidence == 0.0
+
+
+def test_older_calibration_files_have_no_floor(tmp_path):
+    model = tmp_path / "old.keras"
+    cal_mod.sidecar_path(model).write_text(json.dumps(
+        {"temperature": 1.1, "rule": "digit", "threshold": 0.5, "fitted": True}))
+    c = load_for(model, has_digit_output=True)
+    assert c.min_confidence == 0.0 and c.fitted
+    with pytest.raises(ValueError):
+        Calibration(min_confidence=1.5)

@@ -61,7 +61,8 @@ def test_evaluate_json_keys(tiny_model):
         assert key in out
     assert out["n"] == 300 and len(out["per_class_accuracy"]) == 10
     for key in ("ece", "digits_rejected", "accuracy_accepted", "reject_rate_negatives",
-                "reject_threshold", "temperature", "tradeoff", "reliability"):
+                "reject_threshold", "temperature", "tradeoff", "reliability",
+                "min_confidence", "digits_unsure", "confidence_tradeoff"):
         assert key in out
     assert out["n_negatives"] == 300 and 0 <= out["reject_rate_negatives"] <= 1
     assert len(out["reliability"]) == 15 and out["tradeoff"][0]["threshold"] == 0.0
@@ -81,6 +82,46 @@ def test_predict_json_says_not_a_digit(tiny_model, images, tmp_path):
     out = json.loads(r.stdout)
     assert out["label"] is None and out["message"] == "not a digit" and out["box"] is None
     assert len(out["probabilities"]) == 10 and out["confidence"] == max(out["probabilities"])
+
+
+def test_predict_json_says_not_sure_under_the_floor(tiny_model, images, tmp_path):
+    """A digit the rule accepts but no digit likely enough: "not sure which digit"."""
+    import shutil
+
+    from locmnist.calibration import Calibration, sidecar_path
+
+    unsure = tmp_path / "unsure.keras"
+    shutil.copyfile(tiny_model, unsure)
+    Calibration(rule="digit", threshold=0.0, min_confidence=1.0, fitted=True).save(
+        sidecar_path(unsure))
+    r = run_cli("predict", "--model", str(unsure), "--json", str(images / "seven.png"))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["label"] is None and out["message"] == "not sure which digit"
+    assert out["box"] is None and out["confidence"] == max(out["probabilities"])
+
+
+def test_calibrate_refits_from_the_models_own_validation_data(tiny_model, tmp_path):
+    """calibrate rebuilds the validation data from the saved config: the same fit as
+    training's, written over the old file."""
+    import shutil
+
+    from locmnist.calibration import sidecar_path
+
+    shutil.copytree(tiny_model.parent, tmp_path / "run")
+    path = sidecar_path(tmp_path / "run" / tiny_model.name)
+    trained = json.loads(path.read_text())
+    path.write_text('{"temperature": 3.0, "rule": "digit", "threshold": 0.01}')
+    r = run_cli("calibrate", "--model", str(tmp_path / "run"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    refit = json.loads(path.read_text())
+    assert refit == {k: v for k, v in out.items() if k != "model"}
+    assert refit["temperature"] == pytest.approx(trained["temperature"], rel=1e-4)
+    assert refit["threshold"] == pytest.approx(trained["threshold"], rel=1e-4)
+    assert "min_confidence" in refit
+    r = run_cli("calibrate", "--model", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no model file" in r.stderr
 
 
 def test_bad_model_is_a_clear_error(images):

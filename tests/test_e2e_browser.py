@@ -421,12 +421,12 @@ def drawn_png(points, pen: int = 18) -> bytes:
 
 
 def predicted_digit(page):
-    """The single-digit model's answer once it shows one: a digit or "Not a digit"."""
+    """The single-digit model's answer once it shows one: a digit, "Not a digit" or "Not sure"."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
         page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stMetric"]')]
-            .some(m => m.innerText.includes("Predicted digit") && /^(\\d|Not a digit)$/.test(
+            .some(m => m.innerText.includes("Predicted digit") && /^(\\d|Not a digit|Not sure)$/.test(
                        (m.querySelector('[data-testid="stMetricValue"]') || {}).innerText?.trim()))""",
                                timeout=90_000)
     except PlaywrightTimeout:  # say what the page showed instead
