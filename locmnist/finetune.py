@@ -35,11 +35,11 @@ class FinetuneSettings:
     epochs: int = field(default=2, metadata={"help": "passes over the mixed digits"})
     replay_digits: int = field(default=8000, metadata={
         "help": "MNIST training digits replayed beside the corrections (the work per epoch)"})
-    correction_share: float = field(default=0.1, metadata={
+    correction_share: float = field(default=0.4, metadata={
         "help": "share of each epoch's digits that are (repeated) corrections"})
     holdout: float = field(default=0.3, metadata={
         "help": "share of the corrections held out to measure the result (at least one)"})
-    learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate"})
     batch_size: int = field(default=128, metadata={"help": "canvases per step"})
     val_digits: int = field(default=1000, metadata={
         "help": "MNIST digits for the validation curves"})

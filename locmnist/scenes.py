@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from locmnist.boxes import INK_THRESHOLD, tight_box
+from locmnist.boxes import tight_box
 from locmnist.detector_config import DetectorConfig
 
 KINDS = ("row", "scatter", "negative")

@@ -2,6 +2,7 @@
 
     python -m scripts.correction_report                 # ~3-5 min on 2 cores (repo root)
     python -m scripts.correction_report --corrections 10 --no-reference-epoch
+    python -m scripts.correction_report --correction-share 0.1 --learning-rate 5e-4
 
 1. *Hollow* 1s (tests/new_style.py: each stroke drawn as its outline), a style the
    model has never seen, made from MNIST test 1s: the first N are the user's
@@ -9,7 +10,8 @@
 2. Each correction is recorded as the app records it: the image, label 1, and the
    box the model itself predicted, in a fresh corrections database.
 3. ``locmnist.finetune.finetune`` from the model ``Predictor.load()`` picks, with
-   its default settings, on the full test split.
+   its default settings (every ``FinetuneSettings`` field is a flag that overrides
+   one), on the full test split.
 4. The table: held-out corrections, the 300 other hollow 1s and the test split,
    before and after; fine-tuning time, and E (one epoch of the reference recipe,
    ``preset("seed")``, timed in the same process) to express it in.
@@ -17,11 +19,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -42,7 +44,13 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="model to start from (default: Predictor.load()'s)")
     p.add_argument("--no-reference-epoch", action="store_true", help="skip timing E")
     p.add_argument("--json", action="store_true")
+    from locmnist.config import add_field_arguments, field_overrides
+    from locmnist.finetune import FinetuneSettings
+
+    add_field_arguments(p.add_argument_group("fine-tuning settings"), FinetuneSettings,
+                        show_defaults=True)
     args = p.parse_args(argv)
+    settings = FinetuneSettings(**field_overrides(args, FinetuneSettings))
 
     from tests.new_style import as_pngs, hollow
 
@@ -67,7 +75,7 @@ def main(argv=None) -> int:
             store.add(png, 1, pred.box_normalized or tuple(map(float, box)), model=start.source,
                       source="uploaded")
         judge_before = score_examples(start, judge)
-        result = finetune(start.source, store.path, tmp / "run")
+        result = finetune(start.source, store.path, tmp / "run", settings)
         after = Predictor.load(result.model_path)
         judge_after = score_examples(after, judge)
         e = None if args.no_reference_epoch else reference_epoch_seconds()
@@ -81,12 +89,16 @@ def main(argv=None) -> int:
            "style_n": len(judge), "test_before": b["test"]["accuracy"],
            "test_after": a["test"]["accuracy"], "test_n": b["test"]["n"],
            "finetune_seconds": seconds, "reference_epoch_seconds": e,
-           "finetune_E": None if e is None else seconds / e, "model": start.source}
+           "finetune_E": None if e is None else seconds / e, "model": start.source,
+           "settings": dataclasses.asdict(settings)}
     if args.json:
         print(json.dumps(out))
         return 0
     print(f"Fine-tuning {Path(start.source).name} on {n} corrections of hollow 1s "
-          f"({out['trained_on']} trained on, {out['held_out']} held out)\n")
+          f"({out['trained_on']} trained on, {out['held_out']} held out); corrections "
+          f"{settings.correction_share:.0%} of each epoch, learning rate "
+          f"{settings.learning_rate:g}, {settings.epochs} epochs x {settings.replay_digits} "
+          f"replayed digits\n")
     print("| | before | after |\n|---|---|---|")
     print(f"| held-out corrections (n={out['held_out']}) | {out['held_out_before']:.1%} | "
           f"{out['held_out_after']:.1%} |")

@@ -110,8 +110,9 @@ def test_train_extra_reads_the_exported_zip(tmp_path, corrections):
 @pytest.mark.slow
 def test_the_correction_loop_end_to_end(tmp_path, mnist):
     """Hollow 1s, a style the shipped model misreads; a user corrects 10 of them (with
-    the model's own box, as the app records them); after fine-tuning (a small, fast
-    recipe) other hollow 1s read right and the test split barely moves."""
+    the model's own box, as the app records them); after fine-tuning (the default
+    recipe, scored on 1,000 test canvases) other hollow 1s read right and the test split
+    barely moves."""
     from locmnist.finetune import finetune
     from locmnist.inference import Predictor
     from locmnist.labelled import Labelled, score_examples
@@ -126,9 +127,11 @@ def test_the_correction_loop_end_to_end(tmp_path, mnist):
 
     store = CorrectionStore(tmp_path / "corrections.sqlite")
     for png in pngs[:10]:
-        store.add(png, 1, start.predict(png).box_normalized, model="shipped", source="drawn")
-    settings = FinetuneSettings(epochs=3, replay_digits=4000, correction_share=0.25,
-                                val_digits=200, test_limit=1000)
+        # As the Predict page records it: the model's box, or the whole image under a
+        # "Not a digit" or "Not sure" answer (fine-tuning crops to the ink inside).
+        box = start.predict(png).box_normalized or (0.0, 0.0, 1.0, 1.0)
+        store.add(png, 1, box, model="shipped", source="drawn")
+    settings = FinetuneSettings(val_digits=200, test_limit=1000)  # the default recipe
     result = finetune(SHIPPED, store.path, tmp_path / "run", settings)
     assert result.status == "completed"
 
@@ -138,10 +141,10 @@ def test_the_correction_loop_end_to_end(tmp_path, mnist):
           f"{ft['before']['held_out']['accuracy']:.0%} -> {ft['after']['held_out']['accuracy']:.0%}"
           f"; test split (1000) {ft['before']['test']['accuracy']:.2%} -> "
           f"{ft['after']['test']['accuracy']:.2%}; {result.metrics['train_seconds']:.0f} s")
-    # The model shipped 2026-12-05 (styles, wider pens, elastic) reads these hollow 1s as
-    # 8s and 0s more firmly than the one before it: 34% -> 85% here with this recipe (more
-    # epochs or a higher learning rate did not go higher: 83%), where the earlier model
-    # reached 90%+. The bar is the measured gain, not "every one right".
-    assert after["accuracy"] >= 0.75
+    # The default recipe (corrections 40% of each epoch, learning rate 3e-3) took these
+    # hollow 1s from 32% to 91% here, the test split unchanged (99.10% on 1000). The
+    # bar leaves room for run-to-run noise (TensorFlow's CPU kernels are not bitwise
+    # deterministic): well past the 10%-share recipe it replaced, which reached 70%.
+    assert after["accuracy"] >= 0.85
     assert ft["after"]["held_out"]["accuracy"] >= 2 / 3     # 3 held out: at most one missed
     assert ft["after"]["test"]["accuracy"] >= ft["before"]["test"]["accuracy"] - 0.005
