@@ -24,6 +24,7 @@ class Source:
     model: Path | None
     name: str          # for download file names (our own run ids, never user text)
     config: dict | None = None  # the saved config: says whether it is a detector
+    shipped: bool = False       # models/..., not a run
 
 
 def sources() -> dict[str, Source]:
@@ -34,7 +35,7 @@ def sources() -> dict[str, Source]:
         shipped = read(runs.sidecar(model, "history"), parse_history)
         if shipped:
             found[label] = Source(shipped, model if model.exists() else None, name,
-                                  read(runs.sidecar(model, "config"), parse_config))
+                                  read(runs.sidecar(model, "config"), parse_config), True)
     for run in runs.list_runs():
         history = read(run.dir / runs.HISTORY, parse_history)
         if history:
@@ -56,7 +57,8 @@ def render() -> None:
     if not found:
         st.info("No training history yet: train a model on the **Train** page.")
         return
-    chosen = st.multiselect("Runs", list(found), default=list(found)[:1], key="history_runs")
+    chosen = st.multiselect("Runs", list(found), default=default_choice(found),
+                            key="history_runs")
     if not chosen:
         st.info("Choose at least one run.")
         return
@@ -72,6 +74,13 @@ def render() -> None:
     st.subheader("Downloads")
     for label in chosen:
         downloads(label, found[label])
+
+
+def default_choice(found: dict[str, Source]) -> list[str]:
+    """The shipped default and the newest run: what a person who just trained compares."""
+    first = list(found)[:1]
+    newest_run = next((label for label, source in found.items() if not source.shipped), None)
+    return first + ([newest_run] if newest_run and newest_run not in first else [])
 
 
 def downloads(label: str, source: Source) -> None:
