@@ -126,3 +126,27 @@ def test_box_crop_config_roundtrip():
     layer = BoxCrop(24, margin=1.2, name="g")
     again = BoxCrop.from_config(layer.get_config())
     assert (again.size, again.margin, again.name) == (24, 1.2, "g")
+
+
+def test_accuracy_and_iou_curves_leave_out_the_no_digit_canvases():
+    """A no-digit canvas has class and box weight 0 (training.with_negatives): the
+    accuracy and IoU metrics must skip it as the losses do, not count it as wrong."""
+    from locmnist.model import compile_model
+
+    cfg = preset("quick", widths=(4, 8, 8, 8), crop_widths=(4, 8, 8), dense_units=8)
+    model = compile_model(build_model(cfg), cfg, 1e-3)
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 75, 75, 1), dtype=np.float32)
+    out = model(x)
+    guess = np.asarray(out["classification"]).argmax(1)
+    # Digits 0-3 labelled as the model's own guess (all right); 4-7 are "negatives" whose
+    # all-zero class rows would be wrong answers if they counted.
+    onehot = np.zeros((8, 10), np.float32)
+    onehot[np.arange(4), guess[:4]] = 1
+    boxes = np.asarray(out["bounding_box"])
+    y = {"classification": onehot, "bounding_box": boxes, "digit": np.r_[np.ones(4), np.zeros(4)][:, None]}
+    mask = np.r_[np.ones(4), np.zeros(4)].astype(np.float32)
+    w = {"classification": mask, "bounding_box": mask, "digit": np.ones(8, np.float32)}
+    logs = model.evaluate(x, y, sample_weight=w, batch_size=8, verbose=0, return_dict=True)
+    assert logs["classification_accuracy"] == 1.0
+    assert logs["bounding_box_iou"] == pytest.approx(1.0, abs=1e-4)
