@@ -52,10 +52,12 @@ class Predictor:
         self._single = None
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "Predictor":
+    def load(cls, path: str | os.PathLike | None = None, tflite: bool = True) -> "Predictor":
         """Load a model file (.keras, legacy .h5, or an exported .tflite) or a run directory.
 
         ``None`` loads ``$LOCMNIST_MODEL`` if set, else the shipped ``models/default.keras``.
+        ``tflite=False`` skips the TFLite copy for single images: for batch-only use
+        (evaluation), where converting a new model would only cost time and memory.
         Raises ``locmnist.model_files.InvalidModel`` with a clear message otherwise.
         """
         from locmnist.model_files import load_model_file
@@ -72,7 +74,7 @@ class Predictor:
         model, config = load_model_file(path)
         calibration = load_for(model_file(path), digit_key(model) is not None)
         predictor = cls(model, config, str(path), calibration)
-        predictor._single = _tflite_copy(predictor, model_file(path))
+        predictor._single = _tflite_copy(predictor, model_file(path)) if tflite else None
         return predictor
 
     def raw_outputs(self, canvases: np.ndarray):

@@ -254,16 +254,23 @@ def synthesize(images, seed, cfg: Config):
     return canvas, box
 
 
-def synthesize_numpy(images: np.ndarray, cfg: Config, seed: int = 0, batch_size: int = 1000):
-    """Eager helper: (canvases float32 (N,75,75,1), boxes (N,4)) as numpy arrays."""
+def synthesize_numpy(images: np.ndarray, cfg: Config, seed: int = 0, batch_size: int = 1000,
+                     uint8: bool = False):
+    """Eager helper: (canvases float32 (N,75,75,1) in 0..1, or with ``uint8`` rounded to
+    0..255 (N,75,75,1) uint8, and boxes (N,4)) as numpy arrays.
+
+    ``uint8`` converts each batch as it is made, so a large split never holds its float32
+    copies (10,000 canvases: 225 MB each) at once.
+    """
     canvases, boxes = [], []
     for i in range(0, len(images), batch_size):
         c, b = synthesize(images[i:i + batch_size], (seed, i // batch_size), cfg)
-        canvases.append(c.numpy())
+        canvases.append(np.rint(c.numpy() * 255).astype(np.uint8) if uint8 else c.numpy())
         boxes.append(b.numpy())
     if not canvases:
         n = cfg.canvas_size
-        return np.zeros((0, n, n, 1), np.float32), np.zeros((0, 4), np.float32)
+        return (np.zeros((0, n, n, 1), np.uint8 if uint8 else np.float32),
+                np.zeros((0, 4), np.float32))
     return np.concatenate(canvases), np.concatenate(boxes)
 
 
@@ -283,9 +290,8 @@ def _test_split(data: str, mnist_path: str | None):
 
     mnist = load_mnist(mnist_path)
     cfg = test_split_config(Config(data=data))
-    canvases, boxes = synthesize_numpy(mnist.x_test, cfg, seed=TEST_SEED)
     # Stored as uint8 like any image, so the split is exact and costs 56 MB, not 225.
-    canvases_u8 = np.rint(canvases * 255).astype(np.uint8)
+    canvases_u8, boxes = synthesize_numpy(mnist.x_test, cfg, seed=TEST_SEED, uint8=True)
     for a in (canvases_u8, boxes):
         a.setflags(write=False)
     return canvases_u8, boxes, mnist.y_test.astype(np.int64)
@@ -300,9 +306,8 @@ def _styles_split(mnist_path: str | None):
     images = np.concatenate([mnist.x_test, vx])
     labels = np.concatenate([mnist.y_test, vy]).astype(np.int64)
     kinds = np.concatenate([np.full(len(mnist.x_test), "mnist"), vk])
-    canvases, boxes = synthesize_numpy(images, styles.styles_split_config(),
-                                       seed=styles.STYLES_TEST_SEED)
-    canvases_u8 = np.rint(canvases * 255).astype(np.uint8)
+    canvases_u8, boxes = synthesize_numpy(images, styles.styles_split_config(),
+                                          seed=styles.STYLES_TEST_SEED, uint8=True)
     for a in (canvases_u8, boxes, labels, kinds):
         a.setflags(write=False)
     return canvases_u8, boxes, labels, kinds

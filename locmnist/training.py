@@ -389,9 +389,8 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluat
     if len(tx) < global_batch:
         raise ValueError(f"{len(tx)} training digits is fewer than one batch of {global_batch}")
     if evaluate_test and evaluate is None:
-        # Build the test split now, while memory is low: building it briefly holds float32
-        # copies (~700 MB) that, at the end of training, set the run's peak memory (2.1 GB
-        # for the default preset). It stays cached as uint8 (56 MB) for the final evaluation.
+        # Build the test split now, before training's own memory: it stays cached as uint8
+        # (56 MB) for the final evaluation.
         from locmnist.synthesis import test_split
 
         test_split(cfg.data, mnist_path)
@@ -427,8 +426,11 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluat
         from locmnist.evaluation import evaluate_model
         from locmnist.inference import Predictor
 
-        # Predictor.load(run_dir), not ``best``: it reads the calibration saved above.
-        return evaluate_model(Predictor.load(run_dir), data=cfg.data, mnist_path=mnist_path)
+        # Predictor.load(run_dir), not ``best``: it reads the calibration saved above. No
+        # TFLite copy: evaluation runs batches, and converting a new model at the end of
+        # training raised the run's peak memory by ~300 MB.
+        return evaluate_model(Predictor.load(run_dir, tflite=False), data=cfg.data,
+                              mnist_path=mnist_path)
 
     return fit_and_finish(recorder, run_fit, calibrate=calibrate,
                           evaluate=(evaluate or evaluate_published) if evaluate_test else None)

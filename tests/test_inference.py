@@ -47,3 +47,12 @@ def test_a_damaged_cache_entry_is_replaced(model_file, tmp_path):
     p = Predictor.load(model_file)
     assert p._single is not None and cached.read_bytes()[4:8] == b"TFL3"  # converted again
     assert p.predict_canvas(np.zeros((1, 75, 75, 1), np.float32))[0].shape == (1, 10)
+
+
+def test_batch_only_loading_makes_no_tflite_copy():
+    """Evaluation at the end of training loads the new model without converting it
+    (converting cost time and memory for single-image calls that never come)."""
+    from locmnist.inference import Predictor
+
+    assert Predictor.load(tflite=False)._single is None
+    assert Predictor.load()._single is not None
