@@ -3,8 +3,8 @@
 mAP comes from pycocotools' ``COCOeval``, the field's standard (boxes in pixel
 edges, all sizes, up to 100 detections per image); nothing here re-implements
 it; mAP is the detector's alone. Besides mAP@0.5, mAP@0.5:0.95 and AP per digit
-class, measured at the reading threshold with one label per digit and the
-reader's closer look when it has a classifier (what ``Reader.read`` reports):
+class, measured on the reader's candidates (one label per digit) after its closer
+look and, where fitted, its acceptance (what ``Reader.read`` reports):
 
 * ``number_accuracy``: row canvases of 2-5 digits whose digits, left to right,
   give exactly the true string;
@@ -139,13 +139,15 @@ def evaluate_detector(reader, scenes=None, limit: int | None = None,
     if limit and limit < len(scenes):
         scenes = subset(scenes, np.linspace(0, len(scenes) - 1, limit).round().astype(int))
     raw = reader.detect_canvases(scenes.canvases, threshold=0.05, progress=progress)
-    readings = [reader.closer_look(c, select(d, reader.config.score_threshold, AGNOSTIC_IOU))
+    readings = [reader.closer_look(c, select(d, reader.candidate_threshold, AGNOSTIC_IOU))
                 for c, d in zip(scenes.canvases, raw)]
     metrics = coco_map(scenes, raw)
     metrics.update(reading_metrics(scenes, readings))
     metrics["n_canvases"] = int(len(scenes))
     metrics["n_digits"] = int(sum(len(b) for b in scenes.labels))
     metrics["score_threshold"] = float(reader.config.score_threshold)
+    metrics["acceptance"] = None if not reader.accepting else {
+        "min_peak": reader.acceptance.min_peak, "threshold": reader.acceptance.threshold}
     metrics["closer_look"] = None if reader.classifier is None else reader.classifier.source
     if return_details:
         return metrics, {"scenes": scenes, "raw": raw, "readings": readings}

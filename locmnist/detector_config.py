@@ -40,7 +40,9 @@ class DetectorConfig:
     widths: tuple[int, ...] = _f((24, 32, 64, 96), "conv widths at strides 2, 4, 8 and 16")
     head_width: int = _f(48, "width of the stride-4 feature map the heads read")
     # --- decoding -----------------------------------------------------------
-    score_threshold: float = _f(0.3, "a centre peak at least this high is a digit")
+    score_threshold: float = _f(0.3, "a centre peak at least this high is a digit (where no "
+                                     "acceptance is fitted for the detector: "
+                                     "locmnist.acceptance)")
     top_k: int = _f(100, "most detections per image")
     # --- training -----------------------------------------------------------
     epochs: int = _f(12, "epochs (an epoch is canvases_per_epoch canvases)")

@@ -34,6 +34,8 @@ ROW_DIGIT_WEIGHTS = (0.08, 0.22, 0.22, 0.2, 0.16, 0.12)
 MAX_OVERLAP = 0.12       # scattered digits: intersection / smaller box area at most this
 TEST_SEED = 20_261_010   # the one fixed seed of the published detection test split
 TEST_CANVAS = (112, 160)  # (height, width) of the test split's canvases
+# The validation split for fitting the reader's settings: its own seeds, never TEST_SEED.
+VALIDATION_SEEDS = (4_242, 4_243, 4_244, 4_245)
 
 
 @dataclass(frozen=True)
@@ -249,9 +251,10 @@ class SceneSet:
 
 
 def build_scene_set(images, labels, cfg: DetectorConfig, seed: int, size, negatives: int,
-                    single_fraction: float = 0.1) -> SceneSet:
+                    single_fraction: float = 0.1, negative_fonts: str = "test") -> SceneSet:
     """Every digit in ``images`` used once: single-digit canvases, rows and scatters,
-    plus ``negatives`` canvases with no digit. Deterministic for a seed."""
+    plus ``negatives`` canvases with no digit (letters in ``negative_fonts``, "test":
+    the held-out fonts). Deterministic for a seed."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
     n_single = int(len(images) * single_fraction)
@@ -271,7 +274,7 @@ def build_scene_set(images, labels, cfg: DetectorConfig, seed: int, size, negati
             idx = rest[pos:pos + n]
             scenes.append(scatter_scene(rng, images[idx], labels[idx], cfg, size))
         pos += n
-    scenes += negative_scenes(negatives, seed, size, fonts="test")  # held-out fonts
+    scenes += negative_scenes(negatives, seed, size, fonts=negative_fonts)
     canvases = np.stack([np.rint(s.canvas * 255).astype(np.uint8) for s in scenes])[..., None]
     canvases.setflags(write=False)
     return SceneSet(canvases, [s.boxes for s in scenes], [s.labels for s in scenes],
@@ -297,6 +300,32 @@ def _detection_test_split(mnist_path: str | None) -> SceneSet:
     mnist = load_mnist(mnist_path)
     return build_scene_set(mnist.x_test, mnist.y_test.astype(np.int64), test_scene_config(),
                            TEST_SEED, TEST_CANVAS, negatives=1000)
+
+
+def concat(sets: list[SceneSet]) -> SceneSet:
+    """One SceneSet of several of one canvas size, in order."""
+    canvases = np.concatenate([s.canvases for s in sets])
+    canvases.setflags(write=False)
+    return SceneSet(canvases, [b for s in sets for b in s.boxes],
+                    [lab for s in sets for lab in s.labels],
+                    np.concatenate([s.kinds for s in sets]))
+
+
+def detection_validation_split(mnist_path: str | None = None,
+                               seeds: tuple[int, ...] = VALIDATION_SEEDS,
+                               negatives: int = 250) -> SceneSet:
+    """Scenes for fitting the reader's settings, built like the test split but from
+    other seeds and digits: the MNIST train digits the shipped detector held out
+    (``DetectorConfig().val_digits``, seed 0; also inside the shipped single-digit
+    model's own hold-out), each arranged once per seed, and ``negatives`` canvases per
+    seed drawn with the training fonts (the test split's fonts stay unseen)."""
+    from locmnist.data import load_mnist
+    from locmnist.training import split_digits
+
+    _, _, vx, vy = split_digits(DetectorConfig(), load_mnist(mnist_path))
+    return concat([build_scene_set(vx, vy.astype(np.int64), test_scene_config(), seed,
+                                   TEST_CANVAS, negatives, negative_fonts="train")
+                   for seed in seeds])
 
 
 def detection_test_split(mnist_path: str | None = None) -> SceneSet:

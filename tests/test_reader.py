@@ -96,17 +96,24 @@ def test_reading_unpacks_as_tuples():
 
 def test_closer_look_frames_each_digit_alone_and_relabels():
     from locmnist.decoding import Detections
-    from locmnist.reader import CLOSER_LOOK_INK, closer_look_inputs
+    from locmnist.reader import CLOSER_LOOK_INK, MASK_INSET, closer_look_inputs
 
     canvas = np.zeros((64, 120), np.float32)
     canvas[10:50, 20:40] = 1.0                 # the digit: 40 px tall
-    canvas[10:50, 41:60] = 1.0                 # a neighbour touching its box
-    box = np.array([[20, 10, 40, 50]], np.float32)
+    canvas[10:50, 40:60] = 1.0                 # a neighbour touching its box
+    canvas[10:50, 38:40] = 0.0                 # (a 2 px gap: the digit's edge is its own)
+    box = np.array([[20, 10, 41, 50]], np.float32)   # the predicted box overshoots by 1 px
     x = closer_look_inputs(canvas, box)[0, ..., 0]
     b = tight_box(x, 0.5)
-    assert abs((b[3] - b[1]) - CLOSER_LOOK_INK) <= 2      # framed as the classifier learned
-    assert abs((b[0] + b[2]) / 2 - 37.5) <= 2             # centred
-    assert b[2] - b[0] <= 25 + 2                          # the neighbour is masked out
+    scale = CLOSER_LOOK_INK / 40               # the box is framed CLOSER_LOOK_INK px tall
+    # the ink kept is the box inset by MASK_INSET (1.6 px) per side, to whole pixels:
+    # rows 11..48 (38 of the digit's 40) and columns 21..39
+    assert MASK_INSET * 40 == pytest.approx(1.6)
+    assert b[3] - b[1] == pytest.approx(38 * scale, abs=1.5)
+    assert (b[1] + b[3]) / 2 == pytest.approx(37.5, abs=1)   # centred on the box
+    # the digit's ink from column 21 to its gap at 38, not the neighbour's stroke at 40
+    # that the overshooting box takes in
+    assert b[2] - b[0] == pytest.approx((38 - 21) * scale, abs=1.5)
 
     class Classifier:                                      # always very sure it is a 3
         calibration = Calibration()                        # the fallback: no veto
@@ -134,11 +141,13 @@ def test_closer_look_drops_what_a_fitted_digit_output_calls_not_a_digit():
     class Classifier:                  # the first box is a digit (0.9), the second is not (0.1)
         def __init__(self, calibration):
             self.calibration = calibration
+            self.digit = iter([0.9, 0.1])
 
         def raw_outputs(self, canvases):
             probs = np.full((len(canvases), 10), 0.02, np.float32)
             probs[:, 5] = 0.82
-            return probs, np.zeros((len(canvases), 4)), np.array([0.9, 0.1], np.float32)
+            digit = np.array([next(self.digit) for _ in canvases], np.float32)
+            return probs, np.zeros((len(canvases), 4)), digit
 
     det = Detections(boxes, np.array([0.8, 0.7], np.float32), np.array([5, 1]))
     fitted = Calibration(temperature=2.0, rule="digit", threshold=0.5, fitted=True)
@@ -151,3 +160,55 @@ def test_closer_look_drops_what_a_fitted_digit_output_calls_not_a_digit():
     unfitted = Calibration(rule="digit", threshold=0.5, fitted=False)
     assert len(Reader(runner=lambda x: None,
                       classifier=Classifier(unfitted)).closer_look(canvas, det)) == 2
+
+
+def test_a_fitted_acceptance_picks_the_candidates_and_the_confidence():
+    from locmnist.acceptance import Acceptance
+    from locmnist.decoding import Detections
+
+    canvas = np.zeros((64, 160), np.float32)
+    canvas[10:50, 20:40] = 1.0                          # a digit, whole in its box
+    canvas[28:32, 70:150] = 1.0                         # a long bar: its box holds a piece
+    boxes = np.array([[20, 10, 40, 50], [70, 10, 90, 50]], np.float32)
+
+    class Classifier:                                   # calls both a sure digit, a 5
+        calibration = Calibration(rule="digit", threshold=0.5, fitted=True)
+
+        def raw_outputs(self, canvases):
+            probs = np.full((len(canvases), 10), 0.02, np.float32)
+            probs[:, 5] = 0.82
+            return probs, np.zeros((len(canvases), 4)), np.full(len(canvases), 0.99, np.float32)
+
+    # only the ink's leak counts here: whole digit p = sigmoid(2), the bar's piece rejected
+    acc = Acceptance((0.0, 0.0, -10.0, 0.0, 0.0), 2.0, 0.5, 0.12)
+    reader = Reader(runner=lambda x: None, classifier=Classifier(), acceptance=acc)
+    assert reader.accepting and reader.candidate_threshold == 0.12
+    det = Detections(boxes, np.array([0.2, 0.9], np.float32), np.array([5, 1]))
+    looked = reader.closer_look(canvas, det)
+    assert looked.boxes.tolist() == [boxes[0].tolist()] and looked.labels.tolist() == [5]
+    p5 = Classifier.calibration.probabilities(np.array([[0.02] * 5 + [0.82] + [0.02] * 4]))
+    assert looked.scores[0] == pytest.approx(1 / (1 + np.exp(-2.0)) * p5[0, 5], rel=1e-5)
+    # without a fitted digit output the acceptance does not apply: the old rule does
+    plain = Reader(runner=lambda x: None, acceptance=acc)
+    assert not plain.accepting and plain.candidate_threshold == plain.config.score_threshold
+
+
+def test_classify_sends_a_few_crops_one_by_one_and_many_as_one_batch():
+    from locmnist.reader import SINGLE_CROPS, classify
+
+    class Classifier:
+        def __init__(self):
+            self.calls = []
+
+        def raw_outputs(self, x):
+            self.calls.append(len(x))
+            probs = np.eye(10, dtype=np.float32)[x[:, 0, 0, 0].astype(int) % 10]
+            return probs, np.zeros((len(x), 4)), x[:, 0, 0, 0] / 100
+
+    x = np.arange(SINGLE_CROPS + 1, dtype=np.float32)[:, None, None, None] * np.ones((1, 75, 75, 1))
+    few, many = Classifier(), Classifier()
+    probs, digit = classify(few, x[:3])
+    assert few.calls == [1, 1, 1]
+    assert probs.argmax(1).tolist() == [0, 1, 2] and digit.tolist() == pytest.approx([0, .01, .02])
+    probs, digit = classify(many, x)
+    assert many.calls == [SINGLE_CROPS + 1] and probs.argmax(1).tolist() == list(range(9))

@@ -75,3 +75,20 @@ def test_scene_set_uses_each_digit_once_and_has_every_kind(mnist):
     assert set(a.kinds) == {"single", "row", "scatter", "negative"}
     assert (a.kinds == "negative").sum() == 20 and (a.kinds == "single").sum() == 40
     assert np.array_equal(np.sort(np.concatenate(a.labels)), np.sort(labels))
+
+
+def test_the_validation_split_shares_no_seed_or_digit_with_the_test_split(mnist):
+    from locmnist.scenes import (TEST_SEED, VALIDATION_SEEDS, concat,
+                                 detection_validation_split)
+    from locmnist.training import split_digits
+
+    assert TEST_SEED not in VALIDATION_SEEDS and len(set(VALIDATION_SEEDS)) > 1
+    val = detection_validation_split(seeds=VALIDATION_SEEDS[:2], negatives=5)
+    _, _, vx, vy = split_digits(DetectorConfig(), mnist)
+    # each seed arranges every held-out train digit once, then its negatives
+    assert (val.kinds == "negative").sum() == 10
+    assert np.array_equal(np.sort(np.concatenate(val.labels)), np.sort(np.tile(vy, 2)))
+    one = build_scene_set(vx, vy.astype(np.int64), CFG, VALIDATION_SEEDS[1], (112, 160), 5,
+                          negative_fonts="train")
+    assert np.array_equal(val.canvases[-len(one):], one.canvases)
+    assert len(concat([one, one])) == 2 * len(one)

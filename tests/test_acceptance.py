@@ -1,0 +1,74 @@
+"""The reader's fitted acceptance: its features on hand-made canvases, the logistic
+score, the fit, and the file that ties it to one detector."""
+import json
+
+import numpy as np
+import pytest
+
+from locmnist.acceptance import (FEATURES, Acceptance, features, file_sha256, for_detector,
+                                 inside_better, ink_features)
+from locmnist.acceptance_fit import fit_logistic, margins
+
+
+def test_ink_features_tell_a_whole_digit_from_a_fragment_of_a_longer_stroke():
+    canvas = np.zeros((40, 100), np.float32)
+    canvas[5:25, 5:15] = 1.0                      # a digit: all its ink in box 0
+    canvas[10:12, 40:90] = 1.0                    # a long stroke; box 1 holds 10 px of 50
+    canvas[30:35, 60:64] = 1.0                    # a speck no box covers (20 px)
+    boxes = np.array([[5, 5, 15, 25], [40, 8, 50, 14]], np.float32)
+    leak, uncovered = ink_features(canvas, boxes)
+    assert leak[0] == 0.0
+    assert leak[1] == pytest.approx(80 / 20)      # 40 px x 2 rows outside, per 10 x 2 inside
+    total = 200 + 100 + 20
+    assert uncovered.tolist() == pytest.approx([(80 + 20) / total] * 2)
+
+
+def test_inside_counts_only_boxes_with_a_higher_peak():
+    boxes = np.array([[0, 0, 20, 40], [5, 20, 15, 40], [60, 0, 80, 40]], np.float32)
+    assert inside_better(boxes, np.array([0.9, 0.5, 0.7])).tolist() == [0.0, 1.0, 0.0]
+    # the same small box, now the better peak: its big neighbour is half inside nothing
+    assert inside_better(boxes, np.array([0.4, 0.9, 0.7]))[1] == 0.0
+
+
+def test_probability_is_the_logistic_of_the_weighted_features():
+    acc = Acceptance((1.0, 0.5, -2.0, -10.0, -3.0), 0.25, 0.5, 0.15)
+    x = features([0.5, 0.8], [0.5, 0.9], [0.0, 1.0], [0.0, 0.1], [0.0, 1.0])
+    assert x.shape == (2, len(FEATURES))
+    z0 = 0.25                                          # logit(0.5) = 0, log1p(0) = 0
+    z1 = np.log(4) + 0.5 * np.log(9) - 2 * np.log(2) - 1.0 - 3.0 + 0.25
+    assert acc.probability(x) == pytest.approx(1 / (1 + np.exp(-np.array([z0, z1]))))
+
+
+def test_fit_logistic_finds_the_separating_direction():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2))
+    y = (x[:, 0] - 2 * x[:, 1] + 0.3 * rng.normal(size=400)) > 0.5
+    (w0, w1), bias = fit_logistic(x, y, l2=1e-3)
+    assert w0 > 0 and w1 < 0 and bias < 0
+    assert w1 / w0 == pytest.approx(-2.0, rel=0.2)
+
+
+def test_margins_rank_the_worst_target_first():
+    good = {"number_accuracy": 0.96, "single_digit_one_right": 0.995, "negatives_clean": 0.96}
+    lopsided = {"number_accuracy": 0.99, "single_digit_one_right": 0.999,
+                "negatives_clean": 0.949}
+    assert margins(good)[0] == pytest.approx(0.005)
+    assert margins(good) > margins(lopsided)           # no target bought with another
+
+
+def test_the_file_applies_only_to_the_detector_it_was_fitted_for(tmp_path):
+    model, classifier = tmp_path / "det.keras", tmp_path / "digits.keras"
+    model.write_bytes(b"weights")
+    classifier.write_bytes(b"classifier weights")
+    acc = Acceptance((1.0, 2.0, 3.0, 4.0, 5.0), -1.0, 0.4, 0.12, file_sha256(model),
+                     file_sha256(classifier), {"number_accuracy": 0.96})
+    acc.save(tmp_path / "det.acceptance.json")
+    assert json.loads((tmp_path / "det.acceptance.json").read_text())["features"] == list(FEATURES)
+    assert for_detector(model) == acc == for_detector(model, classifier)
+    classifier.write_bytes(b"a retrained single-digit model")
+    assert for_detector(model, classifier) is None
+    model.write_bytes(b"retrained weights")           # a new detector, the old file beside it
+    assert for_detector(model) is None
+    assert for_detector(tmp_path / "other.keras") is None
+    with pytest.raises(ValueError):
+        Acceptance((1.0, 2.0), 0.0, 0.5, 0.1)
