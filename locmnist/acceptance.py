@@ -70,6 +70,8 @@ class Acceptance:
     @classmethod
     def load(cls, path: str | Path) -> "Acceptance":
         d = json.loads(Path(path).read_text())
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a JSON object")
         if tuple(d.get("features", ())) != FEATURES:
             raise ValueError(f"{path}: features {d.get('features')} are not {FEATURES}")
         return cls(tuple(float(w) for w in d["weights"]), float(d["bias"]),
@@ -84,14 +86,21 @@ def file_sha256(path: str | Path) -> str:
 
 def for_detector(path: str | Path, classifier_path: str | Path | None = None) -> Acceptance | None:
     """The acceptance saved beside a detector file, if it was fitted for that file and
-    for the single-digit model file ``classifier_path`` (when that is a file)."""
+    for the single-digit model file ``classifier_path`` (when that is a file).
+
+    Like a calibration, a file that cannot be read (damaged, hand-edited) never blocks
+    reading: None, and the reader keeps its plain rule.
+    """
     from locmnist.runs import model_file, sidecar
 
     classifier_path = None if classifier_path is None else model_file(classifier_path)
     p = sidecar(path, "acceptance")
     if not p.is_file() or not Path(path).is_file():
         return None
-    acc = Acceptance.load(p)
+    try:
+        acc = Acceptance.load(p)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
     if acc.detector_sha256 and acc.detector_sha256 != file_sha256(path):
         return None   # fitted for another detector: its weights would mean nothing here
     if (acc.classifier_sha256 and classifier_path is not None and classifier_path.is_file()

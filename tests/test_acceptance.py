@@ -72,3 +72,14 @@ def test_the_file_applies_only_to_the_detector_it_was_fitted_for(tmp_path):
     assert for_detector(tmp_path / "other.keras") is None
     with pytest.raises(ValueError):
         Acceptance((1.0, 2.0), 0.0, 0.5, 0.1)
+
+
+@pytest.mark.parametrize("text", ["{", "[1]", '{"features": ["peak"]}', "{}",
+                                  '{"features": ["peak", "digit", "leak", "uncovered", "inside"],'
+                                  ' "weights": [1, 2], "bias": 0, "threshold": 0.5,'
+                                  ' "min_peak": 0.1}'])
+def test_an_unreadable_file_leaves_the_plain_rule_instead_of_breaking_the_reader(tmp_path, text):
+    model = tmp_path / "det.keras"
+    model.write_bytes(b"weights")
+    (tmp_path / "det.acceptance.json").write_text(text)
+    assert for_detector(model) is None
