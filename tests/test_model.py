@@ -135,15 +135,18 @@ def test_accuracy_and_iou_curves_leave_out_the_no_digit_canvases():
 
     cfg = preset("quick", widths=(4, 8, 8, 8), crop_widths=(4, 8, 8), dense_units=8)
     model = compile_model(build_model(cfg), cfg, 1e-3)
+    # The box head answers one fixed box (sigmoid of its bias) whatever the input.
+    head = model.get_layer("bounding_box")
+    box = np.array([0.2, 0.3, 0.6, 0.7], np.float32)
+    head.set_weights([np.zeros_like(head.get_weights()[0]), np.log(box / (1 - box))])
     rng = np.random.default_rng(0)
     x = rng.random((8, 75, 75, 1), dtype=np.float32)
-    out = model(x)
-    guess = np.asarray(out["classification"]).argmax(1)
-    # Digits 0-3 labelled as the model's own guess (all right); 4-7 are "negatives" whose
-    # all-zero class rows would be wrong answers if they counted.
+    guess = np.asarray(model(x)["classification"]).argmax(1)
+    # Digits 0-3 labelled as the model's own guess and box (all right); 4-7 are "negatives"
+    # whose all-zero class rows and placeholder boxes (IoU 0) would count as wrong answers.
     onehot = np.zeros((8, 10), np.float32)
     onehot[np.arange(4), guess[:4]] = 1
-    boxes = np.asarray(out["bounding_box"])
+    boxes = np.array([box] * 4 + [[0.7, 0.8, 0.9, 0.95]] * 4, np.float32)
     y = {"classification": onehot, "bounding_box": boxes, "digit": np.r_[np.ones(4), np.zeros(4)][:, None]}
     mask = np.r_[np.ones(4), np.zeros(4)].astype(np.float32)
     w = {"classification": mask, "bounding_box": mask, "digit": np.ones(8, np.float32)}
