@@ -1,17 +1,23 @@
 """Fine-tune a model on its users' corrections without forgetting MNIST.
 
-``finetune(model_path, corrections, out_dir)`` is a normal training run
-(``locmnist.training.train``: run directory, progress hook, cancel, history) that
+``finetune(model_path, corrections, out_dir)`` is a training run like any other
+(``locmnist.training``'s run directory, recorder, progress hook, cancel, history,
+calibration) that
 
 1. starts from ``model_path`` instead of a new model;
 2. holds out part of the corrections (seeded), never trained on;
-3. converts the others to 28x28 digits (``locmnist.labelled``) and mixes them,
-   repeated, into *replayed* MNIST digits, so every batch is mostly what the
-   model already knew (that is what keeps it from forgetting) and every canvas
-   gets fresh random size, rotation and placement;
-4. trains a fixed amount of work (epochs x digits, never a time) at a low
-   learning rate, keeping the last epoch;
-5. writes ``metrics.json`` with the test-split metrics of the new model plus
+3. converts the others to 28x28 digits (``locmnist.labelled``) and fills
+   ``correction_share`` of every batch with them, the rest with *replayed* MNIST
+   digits (every canvas freshly sized, rotated and placed), so the model keeps
+   seeing what it already knew;
+4. keeps the starting model, frozen, as a teacher: on the replayed digits it reads
+   right, the loss also asks for its softened probabilities (``locmnist.distill``),
+   so what it knew changes as little as the corrections allow;
+5. trains only the layers ``train_layers`` names (by default the closer look and the
+   output layers: the backbone and the box stay as they were), BatchNormalization in
+   inference mode, a fixed amount of work (epochs x digits, never a time), keeping
+   the last epoch;
+6. writes ``metrics.json`` with the test-split metrics of the new model plus
    ``finetune``: before and after on the held-out corrections (through the full
    ``Predictor.predict`` path) and on the test split.
 
@@ -33,13 +39,26 @@ import numpy as np
 @dataclass(frozen=True)
 class FinetuneSettings:
     epochs: int = field(default=2, metadata={"help": "passes over the mixed digits"})
-    replay_digits: int = field(default=8000, metadata={
+    replay_digits: int = field(default=5400, metadata={
         "help": "MNIST training digits replayed beside the corrections (the work per epoch)"})
-    correction_share: float = field(default=0.4, metadata={
-        "help": "share of each epoch's digits that are (repeated) corrections"})
+    correction_share: float = field(default=0.6, metadata={
+        "help": "share of each batch that is corrections (each freshly placed)"})
     holdout: float = field(default=0.3, metadata={
         "help": "share of the corrections held out to measure the result (at least one)"})
-    learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate"})
+    train_layers: str = field(default="closer-look", metadata={
+        "help": "what fine-tuning changes: all (every layer), closer-look (the crop branch "
+                "and the output layers: backbone and box stay as they were) or outputs "
+                "(the classification and digit layers only)",
+        "choices": ("all", "closer-look", "outputs")})
+    balance: bool = field(default=False, metadata={
+        "help": "correct the loss for the corrections' share of each batch (logit "
+                "adjustment), so the model does not learn to answer their labels more often"})
+    distill: float = field(default=1.0, metadata={
+        "help": "weight of distillation from the starting model on the replayed digits it "
+                "reads right (0 = labels only; see locmnist.distill)"})
+    temperature: float = field(default=2.0, metadata={
+        "help": "softens the starting model's probabilities for distillation"})
     batch_size: int = field(default=128, metadata={"help": "canvases per step"})
     val_digits: int = field(default=1000, metadata={
         "help": "MNIST digits for the validation curves"})
@@ -52,6 +71,11 @@ class FinetuneSettings:
             raise ValueError("need epochs >= 1 and replay_digits >= batch_size >= 1")
         if not 0 < self.correction_share < 1 or not 0 <= self.holdout < 1:
             raise ValueError("correction_share must be in (0, 1) and holdout in [0, 1)")
+        if self.distill < 0 or self.temperature <= 0:
+            raise ValueError("need distill >= 0 and temperature > 0")
+        choices = FinetuneSettings.__dataclass_fields__["train_layers"].metadata["choices"]
+        if self.train_layers not in choices:
+            raise ValueError(f"train_layers must be one of {choices}")
 
 
 def split_holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +112,6 @@ def finetune(model_path: str | os.PathLike, corrections: str | os.PathLike,
     from locmnist.files import atomic_write_json
     from locmnist.labelled import load_labelled, to_digits
     from locmnist.model_files import load_model_file
-    from locmnist.training import train
 
     examples, problems = load_labelled(corrections)
     train_idx, held_idx = split_holdout(len(examples), settings.holdout, settings.seed)
@@ -125,9 +148,78 @@ def finetune(model_path: str | os.PathLike, corrections: str | os.PathLike,
         metrics["finetune"] = {**record, "after": after}
         return metrics
 
-    return train(cfg, out, progress=progress, cancel=cancel, mnist_path=mnist_path,
-                 start_from=model_path, extra=(digits, labels),
-                 extra_share=settings.correction_share, keep="last", evaluate=evaluate)
+    return _train(cfg, out, model_path, (digits, labels), settings, progress, cancel,
+                  mnist_path, evaluate)
+
+
+def _train(cfg, out: Path, model_path, corrections: tuple, settings: FinetuneSettings,
+           progress, cancel, mnist_path, evaluate):
+    """``locmnist.training.train`` for fine-tuning, from the same parts (run directory,
+    recorder, calibration, evaluation), with the starting model as distillation teacher."""
+    import keras
+
+    from locmnist import runs
+    from locmnist.data import load_mnist
+    from locmnist.distill import (compile_distilled, mixed_batches, prior_shift,
+                                  without_teacher)
+    from locmnist.model_files import digit_key, load_model_file
+    from locmnist.training import (_RunRecorder, add_style_variants, clear_run_dir,
+                                   fit_and_finish, fit_calibration, lr_schedule, open_run_dir,
+                                   split_digits, validation_data)
+
+    run_dir = open_run_dir(out)
+    with runs.run_dir_lock(run_dir):  # never two trainings in one directory
+        clear_run_dir(run_dir)
+        cfg.save(run_dir / runs.CONFIG)
+        keras.utils.set_random_seed(cfg.seed)
+        tx, ty, vx, vy = split_digits(cfg, load_mnist(mnist_path))
+        tx, ty = add_style_variants(tx, ty, cfg)
+        share = settings.correction_share
+        shift = prior_shift(ty, corrections[1], share) if settings.balance else None
+        # The work per epoch: the replayed digits and, beside them, the corrections' share.
+        steps = max(1, round(len(tx) / (1 - share) / cfg.batch_size))
+        model = load_model_file(model_path)[0]
+        teacher = load_model_file(model_path)[0] if settings.distill else None
+        # As keras-io advises for fine-tuning: BatchNormalization stays in inference mode,
+        # so a few small mixed batches do not overwrite statistics of the full data. Set
+        # both ways: a fine-tuned model's file keeps the flags its own fine-tuning set.
+        for layer in model.layers:
+            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization) and _tuned(
+                layer.name, settings.train_layers)
+        compile_distilled(model, cfg, lr_schedule(cfg, steps), settings.distill,
+                          settings.temperature, shift)
+        if cfg.digit_head and digit_key(model) is None:
+            cfg = cfg.replace(negative_fraction=0.0)  # no digit output: no negatives
+        val_data = validation_data(vx, vy, cfg) if len(vx) else None
+        if val_data is not None:
+            val_y = {**val_data[1], "classification": without_teacher(
+                val_data[1]["classification"])}
+            val_data = (val_data[0], val_y, *val_data[2:])
+        recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress,
+                                keep="last")
+
+        def run_fit():
+            data = mixed_batches((tx, ty), corrections, cfg, share, teacher, settings.temperature)
+            model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_data,
+                      validation_batch_size=500, callbacks=[recorder], shuffle=False,
+                      verbose=0)
+
+        def calibrate(best):
+            if val_data is not None:
+                fit_calibration(best, val_data, vy, cfg).save(run_dir / runs.CALIBRATION)
+
+        return fit_and_finish(recorder, run_fit, evaluate=evaluate, calibrate=calibrate)
+
+
+# The closer look's layers (locmnist.model._closer_look) and the output layers.
+CLOSER_LOOK = ("g1_", "g2_", "g3_", "g4_", "g_dense")
+OUTPUTS = ("classification", "digit")
+
+
+def _tuned(name: str, train_layers: str) -> bool:
+    if train_layers == "all":
+        return True
+    return name in OUTPUTS or (train_layers == "closer-look" and name.startswith(CLOSER_LOOK))
 
 
 def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:

@@ -96,9 +96,11 @@ def main(argv=None) -> int:
         return 0
     print(f"Fine-tuning {Path(start.source).name} on {n} corrections of hollow 1s "
           f"({out['trained_on']} trained on, {out['held_out']} held out); corrections "
-          f"{settings.correction_share:.0%} of each epoch, learning rate "
+          f"{settings.correction_share:.0%} of each batch, learning rate "
           f"{settings.learning_rate:g}, {settings.epochs} epochs x {settings.replay_digits} "
-          f"replayed digits\n")
+          f"replayed digits, layers trained: {settings.train_layers}, distillation "
+          f"{settings.distill:g} (T={settings.temperature:g}), balance "
+          f"{str(settings.balance).lower()}\n")
     print("| | before | after |\n|---|---|---|")
     print(f"| held-out corrections (n={out['held_out']}) | {out['held_out_before']:.1%} | "
           f"{out['held_out_after']:.1%} |")
