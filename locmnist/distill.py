@@ -144,16 +144,9 @@ def compile_distilled(model: keras.Model, cfg, learning_rate, weight: float,
                       temperature: float, shift=None) -> keras.Model:
     """``locmnist.model.compile_model`` with the distillation loss on the classification
     (and the accuracy it reads from the packed targets); box and digit outputs as there."""
-    from locmnist.model import DIGIT, giou_l1_loss, iou
+    from locmnist.model import compile_model
 
-    loss = {"classification": DistillationLoss(weight, temperature, shift),
-            "bounding_box": giou_l1_loss if cfg.box_loss == "giou_l1" else "mse"}
-    weights = {"classification": 1.0, "bounding_box": cfg.box_loss_weight}
-    metrics = {"classification": [keras.metrics.MeanMetricWrapper(label_accuracy, "accuracy")],
-               "bounding_box": ["mse", iou]}
-    if DIGIT in model.output:
-        loss[DIGIT], weights[DIGIT], metrics[DIGIT] = "binary_crossentropy", 1.0, ["accuracy"]
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
-                  loss_weights=weights, metrics=metrics, jit_compile=cfg.jit_compile,
-                  steps_per_execution=cfg.steps_per_execution)
-    return model
+    return compile_model(model, cfg, learning_rate,
+                         classification_loss=DistillationLoss(weight, temperature, shift),
+                         classification_accuracy=keras.metrics.MeanMetricWrapper(
+                             label_accuracy, "accuracy"))

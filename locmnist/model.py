@@ -213,11 +213,18 @@ def giou_l1_loss(y_true, y_pred):
     return (1.0 - giou) + 5.0 * l1
 
 
-def compile_model(model: keras.Model, cfg: Config, learning_rate) -> keras.Model:
+def compile_model(model: keras.Model, cfg: Config, learning_rate,
+                  classification_loss="categorical_crossentropy",
+                  classification_accuracy="accuracy") -> keras.Model:
+    """Adam, the class and box losses (and the digit output's), weighted metrics.
+
+    Fine-tuning passes its own classification loss and the accuracy that reads its
+    packed targets (``locmnist.distill``); everything else is the same.
+    """
     box_loss = giou_l1_loss if cfg.box_loss == "giou_l1" else "mse"
-    loss = {"classification": "categorical_crossentropy", "bounding_box": box_loss}
+    loss = {"classification": classification_loss, "bounding_box": box_loss}
     weights = {"classification": 1.0, "bounding_box": cfg.box_loss_weight}
-    metrics = {"classification": ["accuracy"], "bounding_box": ["mse", iou]}
+    metrics = {"classification": [classification_accuracy], "bounding_box": ["mse", iou]}
     if DIGIT in model.output:
         loss[DIGIT], weights[DIGIT], metrics[DIGIT] = "binary_crossentropy", 1.0, ["accuracy"]
     model.compile(
