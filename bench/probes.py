@@ -124,6 +124,57 @@ def train_curve(preset: str, budget_s: float, overrides: dict, eval_splits: list
             "peak_rss_counts_from": "training start" if rss_reset else "process start"}
 
 
+def detector_curve(preset: str, overrides: dict, out_dir: str, eval_limit: int = 0) -> dict:
+    """Train a detector preset; after each epoch, score the detector on the detection
+    test split (pycocotools mAP@0.5 and mAP@0.5:0.95, the detector's own boxes).
+
+    The training clock excludes those evaluations, as ``train_curve``'s does; the
+    recipe's own validation mAP stays on it. The preset's time limit stays its safety
+    cap (both detector presets are a fixed amount of work).
+    """
+    import keras
+
+    from locmnist.detection_eval import coco_map
+    from locmnist.detector_config import detector_preset
+    from locmnist.detector_training import train_detector
+    from locmnist.reader import Reader
+    from locmnist.scenes import detection_test_split, subset
+
+    cfg = detector_preset(preset, **overrides)
+    scenes = detection_test_split()  # built before training: on no clock
+    if eval_limit and eval_limit < len(scenes):
+        scenes = subset(scenes, np.linspace(0, len(scenes) - 1, eval_limit).round().astype(int))
+
+    class TestCurve(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.curve, self.eval_s = [], 0.0
+
+        def on_train_begin(self, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            train_s = time.perf_counter() - self.t0 - self.eval_s
+            start = time.perf_counter()
+            m = coco_map(scenes, Reader(self.model, cfg).detect_canvases(scenes.canvases,
+                                                                         threshold=0.05))
+            self.eval_s += time.perf_counter() - start
+            self.curve.append({"epoch": epoch + 1, "train_s": round(train_s, 2),
+                               "map50": round(m["map50"], 4), "map": round(m["map"], 4)})
+            _log(f"bench {preset}: epoch {epoch + 1} at {train_s:.0f}s of training: "
+                 f"test mAP@0.5 {m['map50']:.4f}, mAP@0.5:0.95 {m['map']:.4f}")
+
+    gc.collect()
+    rss_reset = reset_peak_rss()
+    curve = TestCurve()
+    result = train_detector(cfg, out_dir, callbacks=[curve], evaluate_test=False)
+    return {"preset": preset, "kind": "detector", "epochs_planned": cfg.epochs,
+            "epochs_done": len(curve.curve), "canvases_per_epoch": cfg.canvases_per_epoch,
+            "status": result.status, "eval_n": len(scenes), "eval_s_total": round(curve.eval_s, 2),
+            "curve": curve.curve,
+            "peak_rss_counts_from": "training start" if rss_reset else "process start"}
+
+
 # --- E: one epoch of the reference recipe -------------------------------------
 
 class _EpochClock:
@@ -436,7 +487,8 @@ def train_throughput(jit_compile: bool, steps_per_execution: int, steps: int) ->
 
 
 PROBES = {"reference_epoch": reference_epoch, "train_process": train_process,
-          "slow_train": slow_train, "train_curve": train_curve, "latency": latency,
+          "slow_train": slow_train, "train_curve": train_curve,
+          "detector_curve": detector_curve, "latency": latency,
           "synthesis": synthesis, "predict_memory": predict_memory,
           "train_throughput": train_throughput, "reader_latency": reader_latency}
 

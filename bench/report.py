@@ -14,6 +14,9 @@ BUDGETS_E = (1, 3, 17)
 OURS = ("quick", "default")
 REFERENCE = "seed"
 RSS_LIMIT_MB = 2000
+DETECT_QUICK_MAP50, DETECT_QUICK_E = 0.90, 4   # issue 10: detect-quick reaches it within
+DETECT_E = 35                                   # issue 10: the detect preset trains within
+READER_RATIO = 4                                # issue 10: Reader.read p50 / Predictor.predict
 
 
 def unit_e(report: dict) -> dict:
@@ -72,7 +75,10 @@ def summarize(report: dict) -> dict:
     e = unit_e(report)
     e_s = e["E_s"]
     training = {k: _training_summary(v, splits, e_s)
-                for k, v in report.get("training", {}).items() if "error" not in v}
+                for k, v in report.get("training", {}).items()
+                if "error" not in v and v.get("kind") != "detector"}
+    detectors = {k: _detector_summary(v, e_s) for k, v in report.get("training", {}).items()
+                 if "error" not in v and v.get("kind") == "detector"}
     targets = []
 
     quick = training.get("quick")
@@ -109,6 +115,33 @@ def summarize(report: dict) -> dict:
             f"{last['accuracy']:.2%}, IoU {last['iou_mean']:.3f}",
             None if e_s is None else default["final_E"] <= 17 and last["accuracy"] >= 0.995
             and last["iou_mean"] >= 0.95))
+
+    dq = detectors.get("detect-quick")
+    if dq:
+        hit = dq["first_map50"]
+        targets.append(_target(
+            f"detect-quick: time to mAP@0.5 >= {DETECT_QUICK_MAP50} (detection test split)",
+            f"<= {DETECT_QUICK_E} E",
+            (f"not reached (best {dq['best_map50']:.3f})" if hit is None else
+             f"{hit['train_E']} E ({hit['train_s']:.0f} s, epoch {hit['epoch']}, "
+             f"mAP@0.5 {hit['map50']:.3f})"),
+            None if e_s is None else hit is not None and hit["train_E"] <= DETECT_QUICK_E))
+    det = detectors.get("detect")
+    if det and det["final"]:
+        last = det["final"]
+        targets.append(_target(
+            "detect: the whole training", f"<= {DETECT_E} E",
+            f"{det['final_E']} E ({last['train_s']:.0f} s, {det['epochs_done']} epochs), "
+            f"test mAP@0.5 {last['map50']:.3f}, mAP@0.5:0.95 {last['map']:.3f}",
+            None if e_s is None else det["final_E"] <= DETECT_E))
+    rl = report.get("reader_latency", {})
+    if "reader_read_560x280" in rl:
+        r, p = rl["reader_read_560x280"]["p50_ms"], rl["predictor_predict_280"]["p50_ms"]
+        ratio = _ratio(r, p, 2)
+        targets.append(_target(
+            "`Reader.read`, 560x280 drawing, vs `Predictor.predict`, 280x280 (p50)",
+            f"<= {READER_RATIO}x", f"{ratio}x ({r:.2f} vs {p:.2f} ms; read {rl.get('text')!r})",
+            ratio is not None and ratio <= READER_RATIO))
 
     lat = report.get("latency", {}).get("ours", {})
     if "predictor_predict" in lat:
@@ -151,7 +184,21 @@ def summarize(report: dict) -> dict:
                 p50(ref_lat, "model_predict"), p50(lat, "predictor_predict")),
             "our Predictor.predict / our TFLite predict": _ratio(
                 p50(lat, "predictor_predict"), p50(lat, "tflite_predict"))}
-    return {"E": e, "targets": targets, "training": training, "ratios": ratios}
+    return {"E": e, "targets": targets, "training": training, "detectors": detectors,
+            "ratios": ratios}
+
+
+def _detector_summary(run: dict, e_s) -> dict:
+    """A detector preset's test-mAP curve, in E: when mAP@0.5 first reached
+    DETECT_QUICK_MAP50, and the final point."""
+    curve = run.get("curve", [])
+    hit = next((p for p in curve if p["map50"] >= DETECT_QUICK_MAP50), None)
+    return {"epochs_done": run.get("epochs_done"), "peak_rss_mb": run.get("peak_rss_mb"),
+            "final": curve[-1] if curve else None,
+            "final_E": in_e(curve[-1]["train_s"], e_s) if curve else None,
+            "first_map50": _with_e(hit, e_s),
+            "best_map50": max((p["map50"] for p in curve), default=0.0),
+            "curve_E": [_with_e(p, e_s) for p in curve]}
 
 
 def machine_line(report: dict) -> str:
@@ -190,6 +237,17 @@ def format_report(report: dict) -> str:
                     "no evaluation yet" if p is None else
                     f"acc {p['accuracy']:.4f} mean IoU {p['iou_mean']:.3f} "
                     f"IoU>=0.5 {p['iou_ge_0.5']:.3f} (epoch {p['epoch']}, {p['train_s']:.0f} s)"))
+    for name, s in summary.get("detectors", {}).items():
+        lines.append(f"\ntraining {name}: {s['epochs_done']} epochs, {s['final_E']} E, peak RSS "
+                     f"{s['peak_rss_mb']:.0f} MB; detection test split after each epoch:")
+        for p in s["curve_E"]:
+            lines.append(f"  epoch {p['epoch']}: {p['train_E']} E ({p['train_s']:.0f} s), "
+                         f"mAP@0.5 {p['map50']:.4f}, mAP@0.5:0.95 {p['map']:.4f}")
+    rl = report.get("reader_latency", {})
+    if "reader_read_560x280" in rl:
+        lines.append("\nreader latency (p50 / p95 ms): " + ", ".join(
+            f"{k} {rl[k]['p50_ms']:.2f}/{rl[k]['p95_ms']:.2f}"
+            for k in ("reader_read_560x280", "predictor_predict_280")))
     for key in ("quick_process", "quick_slow"):
         if key in report:
             lines.append(f"\n{key}: " + json.dumps(report[key]))
@@ -219,7 +277,7 @@ def format_report(report: dict) -> str:
 
 
 def _sections(report: dict):
-    for key in ("latency", "predict_memory", "quick_process", "quick_slow"):
+    for key in ("latency", "reader_latency", "predict_memory", "quick_process", "quick_slow"):
         if key in report:
             yield key, report[key]
     for i, r in enumerate(report.get("reference_epoch", [])):

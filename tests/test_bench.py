@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -137,6 +138,59 @@ def test_throughput_and_memory_are_measured(report):
             assert 100 < run[data]["pipeline_canvases_per_s"] < 10_000_000
     mem = report["predict_memory"]
     assert mem["images"] == 200 and 100 < mem["peak_rss_mb"] < 16_000
+
+
+def test_reader_latency_target_is_the_measured_ratio(report):
+    rl = report["reader_latency"]
+    assert "error" not in rl, rl
+    ratio = rl["reader_read_560x280"]["p50_ms"] / rl["predictor_predict_280"]["p50_ms"]
+    target = next(t for t in report["summary"]["targets"] if t["target"].startswith(
+        "`Reader.read`"))
+    assert target["met"] == (round(ratio, 2) <= 4)
+    assert repr(rl["text"]) in target["value"]
+
+
+def test_detector_curve_probe_scores_every_epoch_off_the_clock(tmp_path):
+    """A tiny detect-quick run: one test-split mAP point per epoch, on a training clock
+    that leaves the evaluations out; the summary's target reads that curve."""
+    params = {"preset": "detect-quick", "out_dir": str(tmp_path / "run"), "eval_limit": 60,
+              "overrides": {"epochs": 2, "canvases_per_epoch": 64, "batch_size": 32,
+                            "widths": [4, 4, 8, 8], "head_width": 8, "val_digits": 40,
+                            "train_digits": 400}}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "bench.probes", "detector_curve",
+                           json.dumps(params)], cwd=REPO, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    wall_s = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads(proc.stdout.strip().splitlines()[-1].removeprefix("RESULT "))
+    assert run["kind"] == "detector" and run["status"] == "completed" and run["eval_n"] == 60
+    curve = run["curve"]
+    assert [p["epoch"] for p in curve] == [1, 2] and run["epochs_done"] == 2
+    assert 0 < curve[0]["train_s"] < curve[1]["train_s"]
+    assert wall_s > curve[-1]["train_s"] + run["eval_s_total"] and run["eval_s_total"] > 0
+    assert all(0 <= p["map"] <= p["map50"] <= 1 for p in curve)
+
+    from bench.report import format_report, in_e, summarize
+
+    e_s = curve[-1]["train_s"] / 3       # as if the whole run took 3 E
+    report = {"settings": {"eval_splits": []}, "reference_epoch": [{"E_s": e_s}],
+              "training": {"detect-quick": run, "detect": run}, "started": "now",
+              "device": {"cpu": "x", "cpus_usable": 2, "cpu_cores": 2, "gpus": [],
+                         "tensorflow": "2"}}
+    for p in curve:                      # pretend the last epoch reached 0.9
+        p["map50"] = 0.95 if p["epoch"] == 2 else 0.5
+    report["summary"] = summarize(report)
+    targets = {t["target"].split(":")[0]: t for t in report["summary"]["targets"]}
+    quick = targets["detect-quick"]
+    assert quick["met"] is True and quick["value"].startswith(f"{round(3.0, 2)} E")
+    assert targets["detect"]["met"] is True and "mAP@0.5 0.950" in targets["detect"]["value"]
+    report["reference_epoch"] = [{"E_s": curve[-1]["train_s"] / 40}]   # 40 E: too slow
+    report["summary"] = summarize(report)
+    targets = {t["target"].split(":")[0]: t for t in report["summary"]["targets"]}
+    assert targets["detect-quick"]["met"] is False and targets["detect"]["met"] is False
+    e_s = report["summary"]["E"]["E_s"]
+    assert f"epoch 2: {in_e(curve[-1]['train_s'], e_s)} E" in format_report(report)
 
 
 def test_bad_override_is_one_clear_line():
