@@ -47,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
                    help="training seconds per preset curve (quick keeps its own cap)")
     p.add_argument("--seed-budget", type=float,
                    help="training seconds for the reference recipe's curve (default: --budget)")
+    p.add_argument("--detector-eval-every", type=int, default=1,
+                   help="score a detector preset on the detection test split every N epochs "
+                        "(and after the last one)")
     p.add_argument("--eval-splits", default="standard,seed",
                    help="test splits scored after each epoch (default: standard,seed)")
     p.add_argument("--eval-limit", type=int, default=0,
@@ -208,7 +211,8 @@ def measure(args, overrides: dict) -> dict:
                 _say(f"training {name}, scoring mAP on the detection test split each epoch ...")
                 report["training"][name] = run_probe("detector_curve", {
                     "preset": name, "overrides": overrides, "eval_limit": args.eval_limit,
-                    "out_dir": str(Path(tmp) / name)}, timeout_s=4 * 3600)
+                    "every": args.detector_eval_every, "out_dir": str(Path(tmp) / name)},
+                    timeout_s=4 * 3600)
                 continue
             budget = (args.seed_budget or args.budget) if name == "seed" else args.budget
             _say(f"training {name} for up to {budget:.0f} s ...")
@@ -216,7 +220,8 @@ def measure(args, overrides: dict) -> dict:
                 "preset": name, "budget_s": budget, "overrides": overrides, "eval_splits": splits,
                 "eval_limit": args.eval_limit, "out_dir": str(Path(tmp) / name)},
                 timeout_s=budget * 4 + 900)
-    if args.reference_epochs and {"default", "seed"} & set(presets):  # speed again, at the end
+    if args.reference_epochs and {"default", "seed", *DETECTOR_PRESETS} & set(presets):
+        # The long runs: measure the machine's speed again, at the end.
         _say("E again, at the end ...")
         report["reference_epoch"].append(run_probe("reference_epoch", ref_params,
                                                    timeout_s=3600 * args.reference_epochs))

@@ -20,9 +20,12 @@ READER_RATIO = 4                                # issue 10: Reader.read p50 / Pr
 
 
 def unit_e(report: dict) -> dict:
-    """E in seconds (the mean of the run's measurements) and each measurement."""
+    """E in seconds (the mean of the run's measurements) and each measurement; also E in
+    CPU seconds (all threads; less moved by other jobs on the machine)."""
     runs = [r["E_s"] for r in report.get("reference_epoch", []) if "E_s" in r]
-    return {"E_s": round(statistics.fmean(runs), 3) if runs else None, "measured_s": runs}
+    cpu = [r["epoch_cpu_s"][-1] for r in report.get("reference_epoch", []) if r.get("epoch_cpu_s")]
+    return {"E_s": round(statistics.fmean(runs), 3) if runs else None, "measured_s": runs,
+            "E_cpu_s": round(statistics.fmean(cpu), 3) if cpu else None}
 
 
 def in_e(seconds, e_s) -> float | None:
@@ -217,7 +220,8 @@ def format_report(report: dict) -> str:
     lines = [f"machine: {machine_line(report)}",
              f"E = {e['E_s']} s: one epoch of the reference recipe (--preset seed, 60k digits, "
              f"batch 512), measured {len(e['measured_s'])}x in this run: "
-             + ", ".join(f"{v:.1f} s" for v in e["measured_s"]),
+             + ", ".join(f"{v:.1f} s" for v in e["measured_s"])
+             + (f"; {e['E_cpu_s']} CPU seconds" if e.get("E_cpu_s") else ""),
              f"test split versions: {report['settings'].get('test_split_versions')}", "",
              "| target | wanted | measured | |", "|---|---|---|---|"]
     for t in summary["targets"]:
@@ -241,8 +245,10 @@ def format_report(report: dict) -> str:
         lines.append(f"\ntraining {name}: {s['epochs_done']} epochs, {s['final_E']} E, peak RSS "
                      f"{s['peak_rss_mb']:.0f} MB; detection test split after each epoch:")
         for p in s["curve_E"]:
-            lines.append(f"  epoch {p['epoch']}: {p['train_E']} E ({p['train_s']:.0f} s), "
-                         f"mAP@0.5 {p['map50']:.4f}, mAP@0.5:0.95 {p['map']:.4f}")
+            cpu = in_e(p.get("train_cpu_s"), e.get("E_cpu_s"))
+            lines.append(f"  epoch {p['epoch']}: {p['train_E']} E ({p['train_s']:.0f} s"
+                         + (f"; in CPU seconds {cpu} E" if cpu is not None else "")
+                         + f"), mAP@0.5 {p['map50']:.4f}, mAP@0.5:0.95 {p['map']:.4f}")
     rl = report.get("reader_latency", {})
     if "reader_read_560x280" in rl:
         lines.append("\nreader latency (p50 / p95 ms): " + ", ".join(

@@ -50,10 +50,11 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model into a run directory")
     t.add_argument("--preset", choices=PRESETS + DETECTOR_PRESETS, default="default",
-                   help="detect, detect-quick: the multi-digit detector (locmnist.detector)")
+                   help=f"{', '.join(DETECTOR_PRESETS)}: the multi-digit detector "
+                        "(locmnist.detector)")
     # Every settable Config field is a flag overriding the preset (--batch-size, ...).
     add_field_arguments(t.add_argument_group("config fields (override the preset)"), Config)
-    add_field_arguments(t.add_argument_group("detector fields (detect, detect-quick)"),
+    add_field_arguments(t.add_argument_group(f"detector fields ({', '.join(DETECTOR_PRESETS)})"),
                         DetectorConfig, exclude={f.name for f in dataclasses.fields(Config)})
     t.add_argument("--out", help="run directory (default: <runs root>/<time>-<preset>-<id>, "
                                  "the runs root being the repo's runs/ or $LOCMNIST_RUNS)")
@@ -140,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(args) -> int:
     from locmnist import detector_cli
+    from locmnist.detector_config import DETECTOR_PRESETS
 
-    if args.preset in ("detect", "detect-quick"):
+    if args.preset in DETECTOR_PRESETS:
         from locmnist.progress import ProgressBar
 
         return detector_cli.train(args, None if args.no_progress else ProgressBar())

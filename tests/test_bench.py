@@ -150,11 +150,11 @@ def test_reader_latency_target_is_the_measured_ratio(report):
     assert repr(rl["text"]) in target["value"]
 
 
-def test_detector_curve_probe_scores_every_epoch_off_the_clock(tmp_path):
-    """A tiny detect-quick run: one test-split mAP point per epoch, on a training clock
-    that leaves the evaluations out; the summary's target reads that curve."""
+def test_detector_curve_probe_scores_epochs_off_the_clock(tmp_path):
+    """A tiny detect-quick run: a test-split mAP point every 2nd epoch and after the last,
+    on a training clock that leaves the evaluations out; the summary's targets read it."""
     params = {"preset": "detect-quick", "out_dir": str(tmp_path / "run"), "eval_limit": 60,
-              "overrides": {"epochs": 2, "canvases_per_epoch": 64, "batch_size": 32,
+              "every": 2, "overrides": {"epochs": 3, "canvases_per_epoch": 64, "batch_size": 32,
                             "widths": [4, 4, 8, 8], "head_width": 8, "val_digits": 40,
                             "train_digits": 400}}
     start = time.perf_counter()
@@ -166,7 +166,7 @@ def test_detector_curve_probe_scores_every_epoch_off_the_clock(tmp_path):
     run = json.loads(proc.stdout.strip().splitlines()[-1].removeprefix("RESULT "))
     assert run["kind"] == "detector" and run["status"] == "completed" and run["eval_n"] == 60
     curve = run["curve"]
-    assert [p["epoch"] for p in curve] == [1, 2] and run["epochs_done"] == 2
+    assert [p["epoch"] for p in curve] == [2, 3] and run["epochs_done"] == 3  # every 2nd, last
     assert 0 < curve[0]["train_s"] < curve[1]["train_s"]
     assert wall_s > curve[-1]["train_s"] + run["eval_s_total"] and run["eval_s_total"] > 0
     assert all(0 <= p["map"] <= p["map50"] <= 1 for p in curve)
@@ -179,18 +179,20 @@ def test_detector_curve_probe_scores_every_epoch_off_the_clock(tmp_path):
               "device": {"cpu": "x", "cpus_usable": 2, "cpu_cores": 2, "gpus": [],
                          "tensorflow": "2"}}
     for p in curve:                      # pretend the last epoch reached 0.9
-        p["map50"] = 0.95 if p["epoch"] == 2 else 0.5
+        p["map50"] = 0.95 if p["epoch"] == 3 else 0.5
     report["summary"] = summarize(report)
     targets = {t["target"].split(":")[0]: t for t in report["summary"]["targets"]}
     quick = targets["detect-quick"]
-    assert quick["met"] is True and quick["value"].startswith(f"{round(3.0, 2)} E")
+    e_s = report["summary"]["E"]["E_s"]
+    assert quick["met"] is True
+    assert quick["value"].startswith(f"{in_e(curve[-1]['train_s'], e_s)} E")
     assert targets["detect"]["met"] is True and "mAP@0.5 0.950" in targets["detect"]["value"]
     report["reference_epoch"] = [{"E_s": curve[-1]["train_s"] / 40}]   # 40 E: too slow
     report["summary"] = summarize(report)
     targets = {t["target"].split(":")[0]: t for t in report["summary"]["targets"]}
     assert targets["detect-quick"]["met"] is False and targets["detect"]["met"] is False
     e_s = report["summary"]["E"]["E_s"]
-    assert f"epoch 2: {in_e(curve[-1]['train_s'], e_s)} E" in format_report(report)
+    assert f"epoch 3: {in_e(curve[-1]['train_s'], e_s)} E" in format_report(report)
 
 
 def test_bad_override_is_one_clear_line():
