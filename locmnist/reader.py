@@ -23,6 +23,10 @@ same decoding and ink map (``locmnist.preprocess.ink_image``). Then:
 
 Single calls never go through ``model.predict``: a ``tf.function`` with a
 (1, None, None, 1) signature is traced once and is safe to call from threads.
+``read`` goes through the detector's TFLite copy instead when ``Reader.load`` made
+one (``locmnist.tflite_copy``; checked against TensorFlow on load): its XNNPACK
+kernels take ~4.5 ms on the 96x240 input a 560x280 drawing of a number becomes,
+TensorFlow ~9 ms. Batches (``detect_canvases``: evaluation) stay on TensorFlow.
 """
 from __future__ import annotations
 
@@ -92,16 +96,23 @@ class Reader:
                 tf.TensorSpec([None, None, None, 1], tf.float32)])
             runner = lambda x: {k: v.numpy() for k, v in forward(x).items()}  # noqa: E731
         self._run = runner
+        # One canvas at a time (``read``) through a faster runtime with the same outputs
+        # (``Reader.load`` sets the detector's TFLite copy here); None: ``_run``.
+        self._single = None
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, classifier="default") -> "Reader":
+    def load(cls, path: str | os.PathLike | None = None, classifier="default",
+             tflite: bool = True) -> "Reader":
         """Load a detector: a .keras file or run directory, or an export (.tflite file,
         SavedModel directory). ``None`` loads ``$LOCMNIST_DETECTOR`` or the shipped
         ``models/detector.keras``. Raises ``InvalidModel`` otherwise.
 
         ``classifier``: the single-digit model for the closer look (step 4): a
         ``Predictor``, a model path, "default" (``Predictor.load()``), or None (labels
-        straight from the detector)."""
+        straight from the detector).
+
+        ``tflite=False`` skips the detector's TFLite copy for ``read``: for batch-only
+        use (evaluation), where converting a new detector would only cost time."""
         from locmnist.model_files import load_detector_file
         from locmnist.runs import default_detector_path
 
@@ -122,9 +133,11 @@ class Reader:
         from locmnist.model_files import resolve_model_path
 
         model, config = load_detector_file(path)
-        return cls(model, config, str(path), classifier=classifier,
-                   acceptance=for_detector(resolve_model_path(path),
-                                           getattr(classifier, "source", None)))
+        reader = cls(model, config, str(path), classifier=classifier,
+                     acceptance=for_detector(resolve_model_path(path),
+                                             getattr(classifier, "source", None)))
+        reader._single = _tflite_copy(reader, resolve_model_path(path)) if tflite else None
+        return reader
 
     # -- raw canvases ----------------------------------------------------------
     def raw_outputs(self, canvases: np.ndarray) -> dict:
@@ -166,9 +179,12 @@ class Reader:
                 and cal.fitted)
 
     def read_canvas(self, canvas: np.ndarray) -> Detections:
-        """Reading-level detections on one ready canvas (H, W) in 0..1 (no rescaling)."""
-        det = self.detect_canvases(canvas[None], threshold=self.candidate_threshold,
-                                   agnostic_iou=AGNOSTIC_IOU)[0]
+        """Reading-level detections on one ready canvas (H, W) in 0..1 (no rescaling),
+        through the detector's single-canvas runtime (its TFLite copy, if any)."""
+        x = pad16(np.asarray(canvas, np.float32).reshape(1, *np.shape(canvas)[:2], 1))
+        maps = (self._single or self._run)(x)
+        det = decode_batch(maps, threshold=self.candidate_threshold, top_k=self.config.top_k,
+                           agnostic_iou=AGNOSTIC_IOU)[0]
         return self.closer_look(canvas, det)
 
     def closer_look(self, canvas: np.ndarray, det: Detections) -> Detections:
@@ -239,6 +255,24 @@ class Reader:
         digits.sort(key=lambda d: d.box[0] + d.box[2])
         message = "" if digits else "no digit found"
         return Reading(tuple(digits), size, message, x)
+
+
+def _tflite_copy(reader: Reader, model_file: Path):
+    """The detector's TFLite copy as a maps runner (``tflite_runtime.maps_runner``), from
+    the cache or converted now, or None when it does not convert or its outputs differ
+    from TensorFlow's: then ``read`` stays on TensorFlow. Only a faster runtime."""
+    from locmnist.tflite_copy import tflite_copy
+    from locmnist.tflite_runtime import maps_runner
+
+    try:
+        lite = tflite_copy(reader.model, model_file, maps_runner)
+        x = np.random.default_rng(0).random((1, 48, 80, 1), dtype=np.float32)
+        ours, theirs = reader._run(x), lite(x)
+        if all(np.allclose(ours[k], theirs[k], atol=1e-4) for k in OUTPUT_NAMES):
+            return lite
+        return None
+    except Exception:  # an unusual user model, a read-only cache: TensorFlow
+        return None
 
 
 def classify(classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

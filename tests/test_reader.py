@@ -14,7 +14,8 @@ from locmnist.results import Digit, Reading
 
 @pytest.fixture(scope="module")
 def reader(tiny_detector):
-    return Reader.load(tiny_detector)
+    # TensorFlow: the TFLite copy (converted per new detector) has its own test below
+    return Reader.load(tiny_detector, tflite=False)
 
 
 def number_image(size=(560, 280), mode="L"):
@@ -191,6 +192,26 @@ def test_a_fitted_acceptance_picks_the_candidates_and_the_confidence():
     # without a fitted digit output the acceptance does not apply: the old rule does
     plain = Reader(runner=lambda x: None, acceptance=acc)
     assert not plain.accepting and plain.candidate_threshold == plain.config.score_threshold
+
+
+def test_read_goes_through_the_detectors_tflite_copy_with_the_same_reading(
+        tiny_detector, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCMNIST_CACHE", str(tmp_path / "cache"))
+    lite = Reader.load(tiny_detector, classifier=None)
+    assert lite._single is not None
+    assert len(list((tmp_path / "cache" / "tflite").glob("*.tflite"))) == 1
+    plain = Reader.load(tiny_detector, classifier=None, tflite=False)
+    assert plain._single is None
+    x = np.random.default_rng(2).random((1, 64, 112, 1), dtype=np.float32)
+    want, got = plain.raw_outputs(x), lite._single(x)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+    for _ in range(2):                      # a second shape, then the first one again
+        for size in ((560, 280), (300, 200)):
+            a, b = lite.read(number_image(size)), plain.read(number_image(size))
+            assert a.text == b.text
+            assert [d.box for d in a.digits] == pytest.approx([d.box for d in b.digits],
+                                                              abs=1e-3)
 
 
 def test_classify_sends_a_few_crops_one_by_one_and_many_as_one_batch():
