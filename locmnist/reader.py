@@ -204,17 +204,29 @@ class Reader:
         canvas = np.asarray(canvas, np.float32).reshape(np.shape(canvas)[:2])
         if canvas.max() > 1.0:
             canvas = canvas / 255.0
-        probs, digit = classify(self.classifier, closer_look_inputs(canvas, det.boxes))
+        n = len(det)
+        look = np.ones(n, bool)   # the candidates whose crops the classifier sees
+        if self.accepting:
+            from locmnist.acceptance import features, inside_better, ink_features
+
+            # Every feature but the classifier's ``digit`` output is known now: a candidate
+            # the acceptance rejects even at the most favourable ``digit`` needs no crop.
+            ink = (*ink_features(canvas, det.boxes), inside_better(det.boxes, det.scores))
+            look = self.acceptance.possible(det.scores, *ink)
+        probs, digit = np.full((n, 10), 0.1, np.float32), None   # (n, 10): unseen stay flat
+        if look.any():
+            seen, digit_seen = classify(self.classifier,
+                                        closer_look_inputs(canvas, det.boxes[look]))
+            probs[look] = seen
+            if digit_seen is not None:
+                digit = np.zeros(n, np.float32)
+                digit[look] = digit_seen
         cal = self.classifier.calibration
         probs = cal.probabilities(probs)
         labels = probs.argmax(axis=1)
         p_label = probs[np.arange(len(labels)), labels]
         if self.accepting and digit is not None:
-            from locmnist.acceptance import features, inside_better, ink_features
-
-            p_digit = self.acceptance.probability(features(
-                det.scores, digit, *ink_features(canvas, det.boxes),
-                inside_better(det.boxes, det.scores)))
+            p_digit = self.acceptance.probability(features(det.scores, digit, *ink))
             keep = (p_digit >= self.acceptance.threshold) & (det.scores >= self.acceptance.min_peak)
             scores = p_digit * p_label
         else:
@@ -222,6 +234,7 @@ class Reader:
             keep = np.ones(len(labels), bool)
             if cal.rule == "digit" and cal.fitted and digit is not None:
                 keep = cal.accept(probs, digit)
+        keep &= look
         return Detections(det.boxes[keep], scores[keep].astype(np.float32),
                           labels[keep].astype(np.int64))
 

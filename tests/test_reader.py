@@ -194,6 +194,55 @@ def test_a_fitted_acceptance_picks_the_candidates_and_the_confidence():
     assert not plain.accepting and plain.candidate_threshold == plain.config.score_threshold
 
 
+def test_candidates_the_acceptance_rejects_anyway_are_not_classified():
+    """A candidate rejected whatever the ``digit`` output says (here its ink leaks far out
+    of its box) costs no crop, and the reading is the one that classifying it gives."""
+    from locmnist.acceptance import Acceptance
+    from locmnist.decoding import Detections
+
+    canvas = np.zeros((64, 200), np.float32)
+    canvas[10:50, 20:40] = 1.0                          # a digit, whole in its box
+    canvas[10:50, 70:90] = 1.0                          # another one
+    canvas[28:32, 120:195] = 1.0                        # a long bar: its box holds a piece
+    boxes = np.array([[20, 10, 40, 50], [70, 10, 90, 50], [120, 10, 140, 50]], np.float32)
+
+    class Classifier:                                   # sure of a 5, whatever it sees
+        calibration = Calibration(rule="digit", threshold=0.5, fitted=True)
+
+        def __init__(self):
+            self.crops = 0
+
+        def raw_outputs(self, canvases):
+            self.crops += len(canvases)
+            probs = np.full((len(canvases), 10), 0.02, np.float32)
+            probs[:, 5] = 0.82
+            return probs, np.zeros((len(canvases), 4)), np.full(len(canvases), 0.99, np.float32)
+
+    acc = Acceptance((1.0, 1.0, -10.0, 0.0, 0.0), 0.0, 0.5, 0.12)
+    det = Detections(boxes, np.array([0.6, 0.5, 0.9], np.float32), np.array([5, 5, 1]))
+    fast = Reader(runner=lambda x: None, classifier=Classifier(), acceptance=acc)
+    looked = fast.closer_look(canvas, det)
+    assert fast.classifier.crops == 2                   # the bar's piece was never framed
+    assert looked.boxes.tolist() == boxes[:2].tolist() and looked.labels.tolist() == [5, 5]
+
+    class Always(Acceptance):                           # the same rule, every crop looked at
+        def possible(self, peak, *rest):
+            return np.ones(len(peak), bool)
+
+    full = Reader(runner=lambda x: None, classifier=Classifier(),
+                  acceptance=Always(*[getattr(acc, f) for f in ("weights", "bias", "threshold",
+                                                                  "min_peak")]))
+    everything = full.closer_look(canvas, det)
+    assert full.classifier.crops == 3
+    assert everything.boxes.tolist() == looked.boxes.tolist()
+    assert everything.labels.tolist() == looked.labels.tolist()
+    np.testing.assert_array_equal(everything.scores, looked.scores)
+    # nothing possible at all: no crop, no digit
+    none = Reader(runner=lambda x: None, classifier=Classifier(),
+                  acceptance=Acceptance((1.0, 1.0, -10.0, 0.0, 0.0), -30.0, 0.5, 0.12))
+    assert len(none.closer_look(canvas, det)) == 0 and none.classifier.crops == 0
+
+
 def test_read_goes_through_the_detectors_tflite_copy_with_the_same_reading(
         tiny_detector, tmp_path, monkeypatch):
     monkeypatch.setenv("LOCMNIST_CACHE", str(tmp_path / "cache"))
