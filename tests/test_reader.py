@@ -261,6 +261,20 @@ def test_read_goes_through_the_detectors_tflite_copy_with_the_same_reading(
             assert a.text == b.text
             assert [d.box for d in a.digits] == pytest.approx([d.box for d in b.digits],
                                                               abs=1e-3)
+    # Shared by threads (Streamlit sessions): one interpreter, resized between shapes
+    # under its lock, gives each caller the reading of its own image.
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [number_image(size) for size in ((560, 280), (300, 200), (420, 160))] * 4
+    want = [lite.read(img).to_dict() for img in images]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda img: lite.read(img).to_dict(), images)) == want
+    xs = [np.random.default_rng(k).random((1, 16 * (2 + k % 3), 16 * (3 + k % 4), 1),
+                                          dtype=np.float32) for k in range(12)]
+    want = [lite._single(x)["heatmap"] for x in xs]     # the tiny detector reads little:
+    with ThreadPoolExecutor(4) as pool:                 # its maps must match too
+        for got, w in zip(pool.map(lambda x: lite._single(x)["heatmap"], xs), want):
+            np.testing.assert_array_equal(got, w)
 
 
 def test_classify_sends_a_few_crops_one_by_one_and_many_as_one_batch():
