@@ -61,7 +61,7 @@ class Acceptance:
         return 1.0 / (1.0 + np.exp(-(z + self.bias)))
 
     def possible(self, peak, leak, uncovered, inside) -> np.ndarray:
-        """(N,) bool: the candidates some ``digit`` output could get accepted.
+        """(N,) bool: the candidates that some ``digit`` output could get accepted.
 
         Every other feature is known before the classifier looks at the candidates'
         crops, and the probability is monotonic in logit(digit), itself clipped to

@@ -25,8 +25,8 @@ Single calls never go through ``model.predict``: a ``tf.function`` with a
 (1, None, None, 1) signature is traced once and is safe to call from threads.
 ``read`` goes through the detector's TFLite copy instead when ``Reader.load`` made
 one (``locmnist.tflite_copy``; checked against TensorFlow on load): its XNNPACK
-kernels take ~4.5 ms on the 96x240 input a 560x280 drawing of a number becomes,
-TensorFlow ~9 ms. Batches (``detect_canvases``: evaluation) stay on TensorFlow.
+kernels take ~4.4 ms on the 96x240 input a 560x280 drawing of a number becomes,
+TensorFlow ~7.5 ms (one process, calls interleaved). Batches (``detect_canvases``: evaluation) stay on TensorFlow.
 """
 from __future__ import annotations
 
@@ -198,7 +198,11 @@ class Reader:
         "not a digit" is dropped. That output was trained on the same non-digit strokes
         (``locmnist.negatives``) the detector sees, and, looking at one stroke group
         alone, it rejects letters and shapes the heatmap alone takes for digits. The
-        max-softmax fallback does not veto: on a crop it rejects real digits too."""
+        max-softmax fallback does not veto: on a crop it rejects real digits too.
+
+        A candidate the fitted Acceptance rejects whatever the ``digit`` output says
+        (``Acceptance.possible``) is dropped without a crop: the same result, one
+        single-digit model run (~0.8 ms) less."""
         if self.classifier is None or len(det) == 0:
             return det
         canvas = np.asarray(canvas, np.float32).reshape(np.shape(canvas)[:2])
@@ -211,8 +215,8 @@ class Reader:
 
             # Every feature but the classifier's ``digit`` output is known now: a candidate
             # the acceptance rejects even at the most favourable ``digit`` needs no crop.
-            ink = (*ink_features(canvas, det.boxes), inside_better(det.boxes, det.scores))
-            look = self.acceptance.possible(det.scores, *ink)
+            known = (*ink_features(canvas, det.boxes), inside_better(det.boxes, det.scores))
+            look = self.acceptance.possible(det.scores, *known)
         probs, digit = np.full((n, 10), 0.1, np.float32), None   # (n, 10): unseen stay flat
         if look.any():
             seen, digit_seen = classify(self.classifier,
@@ -226,7 +230,7 @@ class Reader:
         labels = probs.argmax(axis=1)
         p_label = probs[np.arange(len(labels)), labels]
         if self.accepting and digit is not None:
-            p_digit = self.acceptance.probability(features(det.scores, digit, *ink))
+            p_digit = self.acceptance.probability(features(det.scores, digit, *known))
             keep = (p_digit >= self.acceptance.threshold) & (det.scores >= self.acceptance.min_peak)
             scores = p_digit * p_label
         else:
