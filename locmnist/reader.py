@@ -57,6 +57,10 @@ MASK_INSET = 0.04
 # number's few crops one by one beat one TensorFlow batch (3 crops: 2.4 against 7.4 ms,
 # same outputs); more crops than this go as one batch.
 SINGLE_CROPS = 8
+# The detector's TFLite interpreter keeps the buffers of the largest input it has run for
+# the life of the process (a 2048x704 input: +150 MB), where TensorFlow frees its own. So
+# larger inputs, whose forward pass dwarfs any per-call overhead, go through TensorFlow.
+SINGLE_MAX_PIXELS = 512 * 512
 
 
 def load_detector_export(path, fmt: str):
@@ -180,9 +184,11 @@ class Reader:
 
     def read_canvas(self, canvas: np.ndarray) -> Detections:
         """Reading-level detections on one ready canvas (H, W) in 0..1 (no rescaling),
-        through the detector's single-canvas runtime (its TFLite copy, if any)."""
+        through the detector's single-canvas runtime (its TFLite copy, if any, up to
+        SINGLE_MAX_PIXELS)."""
         x = pad16(np.asarray(canvas, np.float32).reshape(1, *np.shape(canvas)[:2], 1))
-        maps = (self._single or self._run)(x)
+        small = x.shape[1] * x.shape[2] <= SINGLE_MAX_PIXELS
+        maps = (self._single if self._single is not None and small else self._run)(x)
         det = decode_batch(maps, threshold=self.candidate_threshold, top_k=self.config.top_k,
                            agnostic_iou=AGNOSTIC_IOU)[0]
         return self.closer_look(canvas, det)

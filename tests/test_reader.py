@@ -243,6 +243,28 @@ def test_candidates_the_acceptance_rejects_anyway_are_not_classified():
     assert len(none.closer_look(canvas, det)) == 0 and none.classifier.crops == 0
 
 
+def test_only_inputs_up_to_single_max_pixels_go_through_the_single_canvas_runtime():
+    """Its interpreter keeps the largest input's buffers: larger ones go to TensorFlow."""
+    from locmnist.reader import SINGLE_MAX_PIXELS
+
+    def maps_of(calls, name):
+        def run(x):
+            calls.append((name, x.shape[1:3]))
+            h, w = x.shape[1] // 4, x.shape[2] // 4
+            return {"heatmap": np.zeros((1, h, w, 10), np.float32),
+                    "size": np.zeros((1, h, w, 2), np.float32),
+                    "offset": np.zeros((1, h, w, 2), np.float32)}
+        return run
+
+    calls = []
+    reader = Reader(runner=maps_of(calls, "tf"))
+    reader._single = maps_of(calls, "lite")
+    side = int(np.sqrt(SINGLE_MAX_PIXELS)) // 16 * 16
+    for shape in ((64, 96), (side, side), (side + 16, side)):
+        assert len(reader.read_canvas(np.zeros(shape, np.float32))) == 0
+    assert calls == [("lite", (64, 96)), ("lite", (side, side)), ("tf", (side + 16, side))]
+
+
 def test_read_goes_through_the_detectors_tflite_copy_with_the_same_reading(
         tiny_detector, tmp_path, monkeypatch):
     monkeypatch.setenv("LOCMNIST_CACHE", str(tmp_path / "cache"))
