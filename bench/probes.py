@@ -400,6 +400,51 @@ def reader_latency(model_path: str | None, detector_path: str | None, runs: int)
             "ratio_p50": round(r["p50_ms"] / p["p50_ms"], 2)}
 
 
+def reader_stages(model_path: str | None, detector_path: str | None, runs: int) -> dict:
+    """Where ``Reader.read``'s time goes on ``reader_latency``'s drawing: p50 ms of each
+    stage, and of ``read`` and ``predict`` whole. Not part of ``python -m bench``. The
+    calls take turns, one of each per round, so a change of load on a shared machine
+    hits every stage alike and their ratios hold."""
+    from locmnist.decoding import decode_batch
+    from locmnist.detector import pad16
+    from locmnist.inference import Predictor
+    from locmnist.preprocess import ink_image
+    from locmnist.reader import AGNOSTIC_IOU, Reader, frame_ink
+    from locmnist.wild import drawn
+
+    rng = np.random.default_rng(0)
+    one = np.asarray(drawn(7, rng).image)                          # as reader_latency
+    number = number_drawing("2026", rng)
+    predictor = Predictor.load(model_path)
+    reader = Reader.load(detector_path, classifier=predictor)
+    detector = reader._single or reader.raw_outputs    # what ``read`` runs
+    ink = ink_image(number)[0]                                     # (280, 560)
+    x = frame_ink(ink)[0]                                          # (h, w) detector input
+    maps = detector(pad16(x[None, ..., None]))
+    candidates = dict(threshold=reader.candidate_threshold, top_k=reader.config.top_k,
+                      agnostic_iou=AGNOSTIC_IOU)
+    det = decode_batch(maps, **candidates)[0]
+    stages = {"ink_map": lambda: ink_image(number), "frame_ink": lambda: frame_ink(ink),
+              "detector": lambda: detector(pad16(x[None, ..., None])),
+              "decode": lambda: decode_batch(maps, **candidates),
+              "closer_look": lambda: reader.closer_look(x, det),
+              "read": lambda: reader.read(number), "predict": lambda: predictor.predict(one)}
+    times = {k: [] for k in stages}
+    for _ in range(LATENCY_WARMUP // 4):
+        for f in stages.values():
+            f()
+    for _ in range(runs):
+        for k, f in stages.items():
+            start = time.perf_counter()
+            f()
+            times[k].append((time.perf_counter() - start) * 1000)
+    p50 = {k: round(float(np.percentile(v, 50)), 4) for k, v in times.items()}
+    return {"detector_input": list(pad16(x[None, ..., None]).shape[1:3]),
+            "detector_runtime": "tflite" if reader._single else "tensorflow",
+            "candidates": len(det), "text": reader.read(number).text, "p50_ms": p50,
+            "ratio_p50": round(p50["read"] / p50["predict"], 2), "runs": runs}
+
+
 # --- throughput and memory ----------------------------------------------------
 
 def synthesis(one_core: bool, seconds: float) -> dict:
@@ -499,7 +544,8 @@ PROBES = {"reference_epoch": reference_epoch, "train_process": train_process,
           "slow_train": slow_train, "train_curve": train_curve,
           "detector_curve": detector_curve, "latency": latency,
           "synthesis": synthesis, "predict_memory": predict_memory,
-          "train_throughput": train_throughput, "reader_latency": reader_latency}
+          "train_throughput": train_throughput, "reader_latency": reader_latency,
+          "reader_stages": reader_stages}
 
 
 def main(argv: list[str]) -> int:

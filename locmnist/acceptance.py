@@ -60,6 +60,19 @@ class Acceptance:
         z = np.asarray(x, np.float64).reshape(-1, len(FEATURES)) @ np.asarray(self.weights)
         return 1.0 / (1.0 + np.exp(-(z + self.bias)))
 
+    def possible(self, peak, leak, uncovered, inside) -> np.ndarray:
+        """(N,) bool: the candidates that some ``digit`` output could get accepted.
+
+        Every other feature is known before the classifier looks at the candidates'
+        crops, and the probability is monotonic in logit(digit), itself clipped to
+        [EPS, 1 - EPS]: at both ends it bounds what any crop could give. The reader
+        skips the crops of the rest, whose rejection is certain (1e-9 covers rounding).
+        """
+        n = len(np.reshape(peak, -1))
+        best = np.max([self.probability(features(peak, np.full(n, d), leak, uncovered, inside))
+                       for d in (0.0, 1.0)], axis=0)
+        return (best >= self.threshold - 1e-9) & (np.reshape(peak, -1) >= self.min_peak)
+
     def save(self, path: str | Path) -> None:
         from locmnist.files import atomic_write_text
 

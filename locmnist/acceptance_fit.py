@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mnist", default=None)
     args = ap.parse_args(argv)
     path = args.detector or default_detector_path()
-    reader = Reader.load(path, classifier=args.model)
+    reader = Reader.load(path, classifier=args.model, tflite=False)   # batches only
     cal = reader.classifier.calibration
     if cal.rule != "digit" or not cal.fitted:
         ap.error("the single-digit model needs a fitted 'digit' output (python -m locmnist "

@@ -73,7 +73,7 @@ def evaluate(args) -> int:
     from locmnist.detection_eval import evaluate_detector
     from locmnist.reader import Reader
 
-    reader = Reader.load(args.model)
+    reader = Reader.load(args.model, tflite=False)   # batches only: TensorFlow
     metrics = evaluate_detector(reader, limit=args.limit, mnist_path=args.mnist)
     metrics.pop("pr_curve", None)
     metrics["model"] = reader.source

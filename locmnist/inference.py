@@ -8,8 +8,8 @@ A model loaded from a file also gets a TFLite copy of itself for single images:
 on a 2-core CPU, TensorFlow's graph executor and oneDNN kernels spend ~2.3 ms on
 one 75x75 canvas, TFLite's fused XNNPACK kernels ~0.75 ms, for the same outputs
 (checked within 1e-4 on every load; seen: 1e-7). Converting takes a few seconds,
-so the copy is cached under ``~/.cache/locmnist/tflite``, keyed by the model
-file's SHA-256 and the TensorFlow version. Batches (evaluation) stay on TensorFlow.
+so the copy is cached (``locmnist.tflite_copy``, shared with the number reader).
+Batches (evaluation) stay on TensorFlow.
 """
 from __future__ import annotations
 
@@ -102,43 +102,16 @@ class Predictor:
         return predict_image(self.raw_outputs, image, self.calibration)
 
 
-TFLITE_CACHE_ENTRIES = 16  # every uploaded model gets an entry: keep the newest only
-
-
-def _prune(folder: Path, keep: int) -> None:
-    entries = sorted(folder.glob("*.tflite"), key=lambda f: f.stat().st_mtime, reverse=True)
-    for old in entries[keep:]:
-        old.unlink(missing_ok=True)
-
-
 def _tflite_copy(predictor: Predictor, model_file: Path):
-    """The model's TFLite copy (a ``TFLitePredictor``) from the cache or converted now,
-    or None when the model does not convert or its outputs differ: then single images
-    simply stay on TensorFlow. It is only ever a faster runtime for the same outputs."""
-    import hashlib
-
-    import tensorflow as tf
-
-    from locmnist.data import cache_dir
-    from locmnist.files import atomic_write
+    """The model's TFLite copy (a ``TFLitePredictor``) from the cache or converted now
+    (``locmnist.tflite_copy``), or None when the model does not convert or its outputs
+    differ: then single images simply stay on TensorFlow. It is only ever a faster
+    runtime for the same outputs."""
+    from locmnist.tflite_copy import tflite_copy
     from locmnist.tflite_runtime import TFLitePredictor
 
-    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:40]
-    cached = cache_dir() / "tflite" / f"{digest}-tf{tf.__version__}.tflite"
-    lite = None
-    if cached.is_file():
-        try:
-            lite = TFLitePredictor(cached.read_bytes(), str(cached))
-        except Exception:  # a damaged entry: convert again below
-            cached.unlink(missing_ok=True)
     try:
-        if lite is None:
-            from locmnist.serving import tflite_bytes
-
-            data = tflite_bytes(predictor.model)
-            lite = TFLitePredictor(data, str(cached))
-            atomic_write(cached, lambda tmp: Path(tmp).write_bytes(data), suffix=".tflite")
-            _prune(cached.parent, keep=TFLITE_CACHE_ENTRIES)
+        lite = tflite_copy(predictor.model, model_file, TFLitePredictor)
         canvas = np.random.default_rng(0).random((1, *INPUT_SHAPE), dtype=np.float32)
         for ours, theirs in zip(predictor.raw_outputs(canvas), lite.raw_outputs(canvas)):
             if (ours is None) != (theirs is None) or (

@@ -23,6 +23,10 @@ same decoding and ink map (``locmnist.preprocess.ink_image``). Then:
 
 Single calls never go through ``model.predict``: a ``tf.function`` with a
 (1, None, None, 1) signature is traced once and is safe to call from threads.
+``read`` goes through the detector's TFLite copy instead when ``Reader.load`` made
+one (``locmnist.tflite_copy``; checked against TensorFlow on load): its XNNPACK
+kernels take ~4.4 ms on the 96x240 input a 560x280 drawing of a number becomes,
+TensorFlow ~7.5 ms (one process, calls interleaved). Batches (``detect_canvases``: evaluation) stay on TensorFlow.
 """
 from __future__ import annotations
 
@@ -53,6 +57,10 @@ MASK_INSET = 0.04
 # number's few crops one by one beat one TensorFlow batch (3 crops: 2.4 against 7.4 ms,
 # same outputs); more crops than this go as one batch.
 SINGLE_CROPS = 8
+# The detector's TFLite interpreter keeps the buffers of the largest input it has run for
+# the life of the process (a 2048x704 input: +150 MB), where TensorFlow frees its own. So
+# larger inputs, whose forward pass dwarfs any per-call overhead, go through TensorFlow.
+SINGLE_MAX_PIXELS = 512 * 512
 
 
 def load_detector_export(path, fmt: str):
@@ -92,16 +100,23 @@ class Reader:
                 tf.TensorSpec([None, None, None, 1], tf.float32)])
             runner = lambda x: {k: v.numpy() for k, v in forward(x).items()}  # noqa: E731
         self._run = runner
+        # One canvas at a time (``read``) through a faster runtime with the same outputs
+        # (``Reader.load`` sets the detector's TFLite copy here); None: ``_run``.
+        self._single = None
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, classifier="default") -> "Reader":
+    def load(cls, path: str | os.PathLike | None = None, classifier="default",
+             tflite: bool = True) -> "Reader":
         """Load a detector: a .keras file or run directory, or an export (.tflite file,
         SavedModel directory). ``None`` loads ``$LOCMNIST_DETECTOR`` or the shipped
         ``models/detector.keras``. Raises ``InvalidModel`` otherwise.
 
         ``classifier``: the single-digit model for the closer look (step 4): a
         ``Predictor``, a model path, "default" (``Predictor.load()``), or None (labels
-        straight from the detector)."""
+        straight from the detector).
+
+        ``tflite=False`` skips the detector's TFLite copy for ``read``: for batch-only
+        use (evaluation), where converting a new detector would only cost time."""
         from locmnist.model_files import load_detector_file
         from locmnist.runs import default_detector_path
 
@@ -122,9 +137,11 @@ class Reader:
         from locmnist.model_files import resolve_model_path
 
         model, config = load_detector_file(path)
-        return cls(model, config, str(path), classifier=classifier,
-                   acceptance=for_detector(resolve_model_path(path),
-                                           getattr(classifier, "source", None)))
+        reader = cls(model, config, str(path), classifier=classifier,
+                     acceptance=for_detector(resolve_model_path(path),
+                                             getattr(classifier, "source", None)))
+        reader._single = _tflite_copy(reader, resolve_model_path(path)) if tflite else None
+        return reader
 
     # -- raw canvases ----------------------------------------------------------
     def raw_outputs(self, canvases: np.ndarray) -> dict:
@@ -166,9 +183,14 @@ class Reader:
                 and cal.fitted)
 
     def read_canvas(self, canvas: np.ndarray) -> Detections:
-        """Reading-level detections on one ready canvas (H, W) in 0..1 (no rescaling)."""
-        det = self.detect_canvases(canvas[None], threshold=self.candidate_threshold,
-                                   agnostic_iou=AGNOSTIC_IOU)[0]
+        """Reading-level detections on one ready canvas (H, W) in 0..1 (no rescaling),
+        through the detector's single-canvas runtime (its TFLite copy, if any, up to
+        SINGLE_MAX_PIXELS)."""
+        x = pad16(np.asarray(canvas, np.float32).reshape(1, *np.shape(canvas)[:2], 1))
+        small = x.shape[1] * x.shape[2] <= SINGLE_MAX_PIXELS
+        maps = (self._single if self._single is not None and small else self._run)(x)
+        det = decode_batch(maps, threshold=self.candidate_threshold, top_k=self.config.top_k,
+                           agnostic_iou=AGNOSTIC_IOU)[0]
         return self.closer_look(canvas, det)
 
     def closer_look(self, canvas: np.ndarray, det: Detections) -> Detections:
@@ -182,23 +204,39 @@ class Reader:
         "not a digit" is dropped. That output was trained on the same non-digit strokes
         (``locmnist.negatives``) the detector sees, and, looking at one stroke group
         alone, it rejects letters and shapes the heatmap alone takes for digits. The
-        max-softmax fallback does not veto: on a crop it rejects real digits too."""
+        max-softmax fallback does not veto: on a crop it rejects real digits too.
+
+        A candidate the fitted Acceptance rejects whatever the ``digit`` output says
+        (``Acceptance.possible``) is dropped without a crop: the same result, one
+        single-digit model run (~0.8 ms) less."""
         if self.classifier is None or len(det) == 0:
             return det
         canvas = np.asarray(canvas, np.float32).reshape(np.shape(canvas)[:2])
         if canvas.max() > 1.0:
             canvas = canvas / 255.0
-        probs, digit = classify(self.classifier, closer_look_inputs(canvas, det.boxes))
+        n = len(det)
+        look = np.ones(n, bool)   # the candidates whose crops the classifier sees
+        if self.accepting:
+            from locmnist.acceptance import features, inside_better, ink_features
+
+            # Every feature but the classifier's ``digit`` output is known now: a candidate
+            # the acceptance rejects even at the most favourable ``digit`` needs no crop.
+            known = (*ink_features(canvas, det.boxes), inside_better(det.boxes, det.scores))
+            look = self.acceptance.possible(det.scores, *known)
+        probs, digit = np.full((n, 10), 0.1, np.float32), None   # (n, 10): unseen stay flat
+        if look.any():
+            seen, digit_seen = classify(self.classifier,
+                                        closer_look_inputs(canvas, det.boxes[look]))
+            probs[look] = seen
+            if digit_seen is not None:
+                digit = np.zeros(n, np.float32)
+                digit[look] = digit_seen
         cal = self.classifier.calibration
         probs = cal.probabilities(probs)
         labels = probs.argmax(axis=1)
         p_label = probs[np.arange(len(labels)), labels]
         if self.accepting and digit is not None:
-            from locmnist.acceptance import features, inside_better, ink_features
-
-            p_digit = self.acceptance.probability(features(
-                det.scores, digit, *ink_features(canvas, det.boxes),
-                inside_better(det.boxes, det.scores)))
+            p_digit = self.acceptance.probability(features(det.scores, digit, *known))
             keep = (p_digit >= self.acceptance.threshold) & (det.scores >= self.acceptance.min_peak)
             scores = p_digit * p_label
         else:
@@ -206,6 +244,7 @@ class Reader:
             keep = np.ones(len(labels), bool)
             if cal.rule == "digit" and cal.fitted and digit is not None:
                 keep = cal.accept(probs, digit)
+        keep &= look
         return Detections(det.boxes[keep], scores[keep].astype(np.float32),
                           labels[keep].astype(np.int64))
 
@@ -239,6 +278,24 @@ class Reader:
         digits.sort(key=lambda d: d.box[0] + d.box[2])
         message = "" if digits else "no digit found"
         return Reading(tuple(digits), size, message, x)
+
+
+def _tflite_copy(reader: Reader, model_file: Path):
+    """The detector's TFLite copy as a maps runner (``tflite_runtime.maps_runner``), from
+    the cache or converted now, or None when it does not convert or its outputs differ
+    from TensorFlow's: then ``read`` stays on TensorFlow. Only a faster runtime."""
+    from locmnist.tflite_copy import tflite_copy
+    from locmnist.tflite_runtime import maps_runner
+
+    try:
+        lite = tflite_copy(reader.model, model_file, maps_runner)
+        x = np.random.default_rng(0).random((1, 48, 80, 1), dtype=np.float32)
+        ours, theirs = reader._run(x), lite(x)
+        if all(np.allclose(ours[k], theirs[k], atol=1e-4) for k in OUTPUT_NAMES):
+            return lite
+        return None
+    except Exception:  # an unusual user model, a read-only cache: TensorFlow
+        return None
 
 
 def classify(classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -298,7 +355,9 @@ def frame_ink(ink: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, f
     """(model input (H, W) float32 in 0..1, (x0, y0, sx, sy)): ink x = x0 + model x / sx."""
     mask = ink >= INK_LEVEL
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    dh = digit_height(ink)
+    # Sized on the ink's bounding box only: the same strokes, and labelling costs per
+    # pixel (a 560x280 drawing: 0.7 ms on the whole ink map, 0.3 ms on its box).
+    dh = digit_height(ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
     scale = TARGET_HEIGHT / max(dh, 1.0)
     m = MARGIN * dh
     x0, y0 = cols[0] - m, rows[0] - m

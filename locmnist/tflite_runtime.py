@@ -80,30 +80,39 @@ class TFLitePredictor:
 
 
 def tflite_maps_runner(path: str | os.PathLike):
-    """A detector's ``.tflite`` export as ``f(x (N, H, W, 1)) -> {heatmap, size, offset}``.
+    """A detector's ``.tflite`` export as ``f(x (N, H, W, 1)) -> {heatmap, size, offset}``
+    (see ``maps_runner``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidModel(f"no model file at {p}")
+    if p.stat().st_size > MAX_TFLITE_BYTES:
+        raise InvalidModel(f"{p.name} is larger than {MAX_TFLITE_BYTES // 2**20} MB")
+    return maps_runner(p.read_bytes(), str(p))
 
-    The input's spatial size is dynamic: the signature runner resizes it per call.
+
+def maps_runner(model_content: bytes, source: str = "<in memory>"):
+    """A detector's TFLite model as ``f(x (N, H, W, 1)) -> {heatmap, size, offset}``.
+
+    The input's spatial size is dynamic: the signature runner resizes the input and
+    reallocates only when the shape differs from the previous call's (~1 ms for the
+    detector, its packed XNNPACK weights kept); the same shape again costs nothing.
     Thread-safe (one lock, as for ``TFLitePredictor``).
     """
     import tensorflow as tf
 
     from locmnist.detector import OUTPUT_NAMES
 
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidModel(f"no model file at {p}")
-    if p.stat().st_size > MAX_TFLITE_BYTES:
-        raise InvalidModel(f"{p.name} is larger than {MAX_TFLITE_BYTES // 2**20} MB")
+    name = Path(source).name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            interpreter = tf.lite.Interpreter(model_content=p.read_bytes())
+            interpreter = tf.lite.Interpreter(model_content=model_content)
             runner = interpreter.get_signature_runner(SIGNATURE)
         except (ValueError, RuntimeError) as e:
-            raise InvalidModel(f"{p.name} is not a usable TFLite model: "
+            raise InvalidModel(f"{name} is not a usable TFLite model: "
                                f"{str(e).splitlines()[0][:200]}") from None
     if set(interpreter.get_signature_list()[SIGNATURE]["outputs"]) != set(OUTPUT_NAMES):
-        raise InvalidModel(f"{p.name}: expected the detector's outputs {', '.join(OUTPUT_NAMES)}")
+        raise InvalidModel(f"{name}: expected the detector's outputs {', '.join(OUTPUT_NAMES)}")
     lock = threading.Lock()
 
     def run(x):

@@ -39,6 +39,26 @@ def test_probability_is_the_logistic_of_the_weighted_features():
     assert acc.probability(x) == pytest.approx(1 / (1 + np.exp(-np.array([z0, z1]))))
 
 
+def test_possible_is_false_only_where_no_digit_output_could_be_accepted():
+    """The reader skips the crops of candidates ``possible`` rules out: that must never
+    drop one some ``digit`` output would have accepted, for either sign of its weight."""
+    rng = np.random.default_rng(0)
+    n = 400
+    peak, leak = rng.uniform(0.1, 1, n), rng.exponential(0.5, n)
+    uncovered, inside = np.full(n, rng.uniform(0, 0.2)), rng.uniform(0, 1, n) * (rng.random(n) < .3)
+    digits = np.concatenate([[0.0, 1e-6, 1e-4], rng.uniform(0, 1, 50), [1 - 1e-4, 1.0]])
+    for w_digit in (0.63, -0.5):
+        acc = Acceptance((2.3, w_digit, -3.2, -40.0, -4.3), -0.7, 0.525, 0.15)
+        ok = acc.possible(peak, leak, uncovered, inside)
+        accepted = np.zeros(n, bool)
+        for d in digits:
+            p = acc.probability(features(peak, np.full(n, d), leak, uncovered, inside))
+            accepted |= (p >= acc.threshold) & (peak >= acc.min_peak)
+        assert not (accepted & ~ok).any()       # never rules out an acceptable one
+        assert (ok & ~accepted).sum() == 0      # and is tight: the ends are reached
+        assert 0 < ok.sum() < n                 # both kinds occur in this sample
+
+
 def test_fit_logistic_finds_the_separating_direction():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 2))

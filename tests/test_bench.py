@@ -216,6 +216,21 @@ def test_the_number_drawing_holds_strokes_not_blocks():
         assert 0.005 < (cell > 127).mean() < 0.3, k       # strokes: a little of the cell
 
 
+def test_reader_stages_times_what_read_runs():
+    """The stage profile behind the README's latency table: the shipped models, the
+    detector's TFLite copy on the drawing's 96x240 input, every stage measured."""
+    from bench.probes import reader_stages
+
+    r = reader_stages(None, None, runs=3)
+    assert r["detector_runtime"] == "tflite" and r["detector_input"] == [96, 240]
+    assert r["candidates"] >= len(r["text"]) >= 3
+    assert set(r["p50_ms"]) == {"ink_map", "frame_ink", "detector", "decode", "closer_look",
+                                "read", "predict"}
+    assert all(v > 0 for v in r["p50_ms"].values())
+    assert r["ratio_p50"] == pytest.approx(r["p50_ms"]["read"] / r["p50_ms"]["predict"],
+                                           abs=0.01)
+
+
 # --- python -m bench.seeds ------------------------------------------------------
 
 TINY = ["train_digits=512", "val_digits=128", "widths=4,8,8,8", "crop_widths=4,4,4",

@@ -14,7 +14,8 @@ from locmnist.results import Digit, Reading
 
 @pytest.fixture(scope="module")
 def reader(tiny_detector):
-    return Reader.load(tiny_detector)
+    # TensorFlow: the TFLite copy (converted per new detector) has its own test below
+    return Reader.load(tiny_detector, tflite=False)
 
 
 def number_image(size=(560, 280), mode="L"):
@@ -191,6 +192,111 @@ def test_a_fitted_acceptance_picks_the_candidates_and_the_confidence():
     # without a fitted digit output the acceptance does not apply: the old rule does
     plain = Reader(runner=lambda x: None, acceptance=acc)
     assert not plain.accepting and plain.candidate_threshold == plain.config.score_threshold
+
+
+def test_candidates_the_acceptance_rejects_anyway_are_not_classified():
+    """A candidate rejected whatever the ``digit`` output says (here its ink leaks far out
+    of its box) costs no crop, and the reading is the one that classifying it gives."""
+    from locmnist.acceptance import Acceptance
+    from locmnist.decoding import Detections
+
+    canvas = np.zeros((64, 200), np.float32)
+    canvas[10:50, 20:40] = 1.0                          # a digit, whole in its box
+    canvas[10:50, 70:90] = 1.0                          # another one
+    canvas[28:32, 120:195] = 1.0                        # a long bar: its box holds a piece
+    boxes = np.array([[20, 10, 40, 50], [70, 10, 90, 50], [120, 10, 140, 50]], np.float32)
+
+    class Classifier:                                   # sure of a 5, whatever it sees
+        calibration = Calibration(rule="digit", threshold=0.5, fitted=True)
+
+        def __init__(self):
+            self.crops = 0
+
+        def raw_outputs(self, canvases):
+            self.crops += len(canvases)
+            probs = np.full((len(canvases), 10), 0.02, np.float32)
+            probs[:, 5] = 0.82
+            return probs, np.zeros((len(canvases), 4)), np.full(len(canvases), 0.99, np.float32)
+
+    acc = Acceptance((1.0, 1.0, -10.0, 0.0, 0.0), 0.0, 0.5, 0.12)
+    det = Detections(boxes, np.array([0.6, 0.5, 0.9], np.float32), np.array([5, 5, 1]))
+    fast = Reader(runner=lambda x: None, classifier=Classifier(), acceptance=acc)
+    looked = fast.closer_look(canvas, det)
+    assert fast.classifier.crops == 2                   # the bar's piece was never framed
+    assert looked.boxes.tolist() == boxes[:2].tolist() and looked.labels.tolist() == [5, 5]
+
+    class Always(Acceptance):                           # the same rule, every crop looked at
+        def possible(self, peak, *rest):
+            return np.ones(len(peak), bool)
+
+    full = Reader(runner=lambda x: None, classifier=Classifier(),
+                  acceptance=Always(*[getattr(acc, f) for f in ("weights", "bias", "threshold",
+                                                                  "min_peak")]))
+    everything = full.closer_look(canvas, det)
+    assert full.classifier.crops == 3
+    assert everything.boxes.tolist() == looked.boxes.tolist()
+    assert everything.labels.tolist() == looked.labels.tolist()
+    np.testing.assert_array_equal(everything.scores, looked.scores)
+    # nothing possible at all: no crop, no digit
+    none = Reader(runner=lambda x: None, classifier=Classifier(),
+                  acceptance=Acceptance((1.0, 1.0, -10.0, 0.0, 0.0), -30.0, 0.5, 0.12))
+    assert len(none.closer_look(canvas, det)) == 0 and none.classifier.crops == 0
+
+
+def test_only_inputs_up_to_single_max_pixels_go_through_the_single_canvas_runtime():
+    """Its interpreter keeps the largest input's buffers: larger ones go to TensorFlow."""
+    from locmnist.reader import SINGLE_MAX_PIXELS
+
+    def maps_of(calls, name):
+        def run(x):
+            calls.append((name, x.shape[1:3]))
+            h, w = x.shape[1] // 4, x.shape[2] // 4
+            return {"heatmap": np.zeros((1, h, w, 10), np.float32),
+                    "size": np.zeros((1, h, w, 2), np.float32),
+                    "offset": np.zeros((1, h, w, 2), np.float32)}
+        return run
+
+    calls = []
+    reader = Reader(runner=maps_of(calls, "tf"))
+    reader._single = maps_of(calls, "lite")
+    side = int(np.sqrt(SINGLE_MAX_PIXELS)) // 16 * 16
+    for shape in ((64, 96), (side, side), (side + 16, side)):
+        assert len(reader.read_canvas(np.zeros(shape, np.float32))) == 0
+    assert calls == [("lite", (64, 96)), ("lite", (side, side)), ("tf", (side + 16, side))]
+
+
+def test_read_goes_through_the_detectors_tflite_copy_with_the_same_reading(
+        tiny_detector, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCMNIST_CACHE", str(tmp_path / "cache"))
+    lite = Reader.load(tiny_detector, classifier=None)
+    assert lite._single is not None
+    assert len(list((tmp_path / "cache" / "tflite").glob("*.tflite"))) == 1
+    plain = Reader.load(tiny_detector, classifier=None, tflite=False)
+    assert plain._single is None
+    x = np.random.default_rng(2).random((1, 64, 112, 1), dtype=np.float32)
+    want, got = plain.raw_outputs(x), lite._single(x)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+    for _ in range(2):                      # a second shape, then the first one again
+        for size in ((560, 280), (300, 200)):
+            a, b = lite.read(number_image(size)), plain.read(number_image(size))
+            assert a.text == b.text
+            assert [d.box for d in a.digits] == pytest.approx([d.box for d in b.digits],
+                                                              abs=1e-3)
+    # Shared by threads (Streamlit sessions): one interpreter, resized between shapes
+    # under its lock, gives each caller the reading of its own image.
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [number_image(size) for size in ((560, 280), (300, 200), (420, 160))] * 4
+    want = [lite.read(img).to_dict() for img in images]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda img: lite.read(img).to_dict(), images)) == want
+    xs = [np.random.default_rng(k).random((1, 16 * (2 + k % 3), 16 * (3 + k % 4), 1),
+                                          dtype=np.float32) for k in range(12)]
+    want = [lite._single(x)["heatmap"] for x in xs]     # the tiny detector reads little:
+    with ThreadPoolExecutor(4) as pool:                 # its maps must match too
+        for got, w in zip(pool.map(lambda x: lite._single(x)["heatmap"], xs), want):
+            np.testing.assert_array_equal(got, w)
 
 
 def test_classify_sends_a_few_crops_one_by_one_and_many_as_one_batch():
