@@ -12,7 +12,8 @@ calibration) that
    seeing what it already knew;
 4. keeps the starting model, frozen, as a teacher: on the replayed digits it reads
    right, the loss also asks for its softened probabilities (``locmnist.distill``),
-   so what it knew changes as little as the corrections allow;
+   so what it knew changes as little as the corrections allow (``l2_sp`` can also pull
+   the trained weights toward the starting ones, ``locmnist.anchor``);
 5. trains only the layers ``train_layers`` names (by default the closer look and the
    output layers: the backbone and the box stay as they were), BatchNormalization in
    inference mode, a fixed amount of work (epochs x digits, never a time), keeping
@@ -59,6 +60,9 @@ class FinetuneSettings:
                 "reads right (0 = labels only; see locmnist.distill)"})
     temperature: float = field(default=2.0, metadata={
         "help": "softens the starting model's probabilities for distillation"})
+    l2_sp: float = field(default=0.0, metadata={
+        "help": "weight of an L2 penalty pulling the trained weights toward the starting "
+                "ones (L2-SP, 0 = none; see locmnist.anchor)"})
     batch_size: int = field(default=128, metadata={"help": "canvases per step"})
     val_digits: int = field(default=1000, metadata={
         "help": "MNIST digits for the validation curves"})
@@ -71,8 +75,8 @@ class FinetuneSettings:
             raise ValueError("need epochs >= 1 and replay_digits >= batch_size >= 1")
         if not 0 < self.correction_share < 1 or not 0 <= self.holdout < 1:
             raise ValueError("correction_share must be in (0, 1) and holdout in [0, 1)")
-        if self.distill < 0 or self.temperature <= 0:
-            raise ValueError("need distill >= 0 and temperature > 0")
+        if self.distill < 0 or self.temperature <= 0 or self.l2_sp < 0:
+            raise ValueError("need distill >= 0, temperature > 0 and l2_sp >= 0")
         choices = FinetuneSettings.__dataclass_fields__["train_layers"].metadata["choices"]
         if self.train_layers not in choices:
             raise ValueError(f"train_layers must be one of {choices}")
@@ -159,6 +163,7 @@ def _train(cfg, out: Path, model_path, corrections: tuple, settings: FinetuneSet
     import keras
 
     from locmnist import runs
+    from locmnist.anchor import anchor_to_start
     from locmnist.data import load_mnist
     from locmnist.distill import (compile_distilled, mixed_batches, prior_shift,
                                   without_teacher)
@@ -186,6 +191,7 @@ def _train(cfg, out: Path, model_path, corrections: tuple, settings: FinetuneSet
         for layer in model.layers:
             layer.trainable = not isinstance(layer, keras.layers.BatchNormalization) and _tuned(
                 layer.name, settings.train_layers)
+        anchor_to_start(model, settings.l2_sp)  # the train step adds it through model.losses
         compile_distilled(model, cfg, lr_schedule(cfg, steps), settings.distill,
                           settings.temperature, shift)
         if cfg.digit_head and digit_key(model) is None:

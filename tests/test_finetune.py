@@ -10,7 +10,7 @@ from locmnist import runs
 from locmnist.corrections import CorrectionStore
 from locmnist.finetune import FinetuneSettings, split_holdout
 from locmnist.training import mix_in
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, run_cli, tiny_config
 from tests.new_style import as_pngs, hollow
 
 SHIPPED = REPO / "models" / "default.keras"
@@ -92,11 +92,37 @@ def test_mixed_batches_hold_the_corrections_share_and_the_teachers_targets(mnist
     assert negative.sum() >= 1 and (sums[negative] == 0).all()
 
 
+def test_l2_sp_penalizes_distance_from_the_start_and_stays_out_of_the_model_file(tmp_path):
+    import zipfile as zf
+
+    from locmnist.anchor import anchor_to_start
+    from locmnist.model import build_model
+    from locmnist.model_files import load_model_file
+
+    model = build_model(tiny_config())
+    for layer in model.layers:
+        layer.trainable = layer.name == "classification"
+    assert anchor_to_start(model, 0.5) == 2                   # its kernel and bias
+    assert float(sum(model.losses)) == 0                      # at the start: no penalty
+    kernel = model.get_layer("classification").kernel
+    kernel.assign(kernel + 0.1)
+    assert float(sum(model.losses)) == pytest.approx(0.5 * 0.01 * kernel.numpy().size, rel=1e-4)
+    # Set on the variables, not the layers: the file is the plain model, which the checked
+    # loader (that refuses unknown regularizers) reads, and fine-tunes again like any other.
+    model.save(tmp_path / "m.keras")
+    with zf.ZipFile(tmp_path / "m.keras") as z:
+        assert "TowardStart" not in z.read("config.json").decode()
+    load_model_file(tmp_path / "m.keras")
+    assert anchor_to_start(model, 0.0) == 0 and not model.losses
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError):
         FinetuneSettings(correction_share=1.0)
     with pytest.raises(ValueError):
         FinetuneSettings(replay_digits=10, batch_size=64)
+    with pytest.raises(ValueError):
+        FinetuneSettings(l2_sp=-1.0)
 
 
 @pytest.fixture(scope="module")
