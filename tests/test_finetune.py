@@ -147,15 +147,15 @@ def test_cli_finetune_writes_a_run_with_before_and_after(tmp_path, corrections):
     r = run_cli("finetune", "--from", str(SHIPPED), "--corrections", str(db), "--out", str(out),
                 "--no-progress", *TINY)
     assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr and "held-out corrections (n=4)" in r.stderr
+    assert "Traceback" not in r.stderr and "held-out corrections (n=2)" in r.stderr
     for name in (runs.CONFIG, runs.HISTORY, runs.MODEL, runs.STATUS, runs.FINETUNE):
         assert (out / name).is_file(), name
     assert json.loads((out / runs.STATUS).read_text())["state"] == "completed"
     metrics = json.loads((out / runs.METRICS).read_text())
     ft = metrics["finetune"]
-    assert (ft["n_corrections"], ft["trained_on"], ft["held_out"]) == (12, 8, 4)
+    assert (ft["n_corrections"], ft["trained_on"], ft["held_out"]) == (12, 10, 2)
     for when in ("before", "after"):
-        assert ft[when]["held_out"]["n"] == 4 and ft[when]["test"]["n"] == 100
+        assert ft[when]["held_out"]["n"] == 2 and ft[when]["test"]["n"] == 100
     assert metrics["accuracy"] == ft["after"]["test"]["accuracy"] and metrics["n"] == 100
     # The run's config is the starting model's architecture with the fine-tuning's recipe.
     cfg = json.loads((out / runs.CONFIG).read_text())
@@ -224,10 +224,11 @@ def test_the_correction_loop_end_to_end(tmp_path, mnist):
           f"; test split (1000) {ft['before']['test']['accuracy']:.2%} -> "
           f"{ft['after']['test']['accuracy']:.2%}; {result.metrics['train_seconds']:.0f} s")
     # The default recipe (closer look and outputs trained, distillation from the starting
-    # model, corrections 60% of each batch at learning rate 2e-3) took these hollow 1s
-    # from 32% to 90% here, the test split 99.10% -> 99.00% on 1000. The bar leaves room
+    # model, corrections 60% of each batch at learning rate 2e-3; 8 trained on, 2 held out)
+    # took these hollow 1s from 32% to 90% here, the test split 99.10% -> 99.00% on 1000
+    # (the same with 7 trained on and 3 held out, the default before). The bar leaves room
     # for run-to-run noise (TensorFlow's CPU kernels are not bitwise deterministic): well
     # past the 10%-share recipe of before, which reached 70%.
     assert after["accuracy"] >= 0.85
-    assert ft["after"]["held_out"]["accuracy"] >= 2 / 3     # 3 held out: at most one missed
+    assert ft["after"]["held_out"]["accuracy"] >= 1 / 2     # 2 held out: at most one missed
     assert ft["after"]["test"]["accuracy"] >= ft["before"]["test"]["accuracy"] - 0.005
