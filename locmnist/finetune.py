@@ -161,25 +161,19 @@ def finetune(model_path: str | os.PathLike, corrections: str | os.PathLike,
 
 def _train(cfg, out: Path, model_path, corrections: tuple, settings: FinetuneSettings,
            progress, cancel, mnist_path, evaluate):
-    """``locmnist.training.train`` for fine-tuning, from the same parts (run directory,
-    recorder, calibration, evaluation), with the starting model as distillation teacher."""
+    """``locmnist.training.train`` for fine-tuning, from the same parts (``run_directory``,
+    ``fit_run``), with the starting model as distillation teacher."""
     import keras
 
-    from locmnist import runs
     from locmnist.anchor import anchor_to_start
     from locmnist.data import load_mnist
     from locmnist.distill import (compile_distilled, mixed_batches, prior_shift,
                                   without_teacher)
     from locmnist.model_files import digit_key, load_model_file
-    from locmnist.training import (_RunRecorder, add_style_variants, clear_run_dir,
-                                   fit_and_finish, fit_calibration, lr_schedule, open_run_dir,
+    from locmnist.training import (add_style_variants, fit_run, lr_schedule, run_directory,
                                    split_digits, validation_data)
 
-    run_dir = open_run_dir(out)
-    with runs.run_dir_lock(run_dir):  # never two trainings in one directory
-        clear_run_dir(run_dir)
-        cfg.save(run_dir / runs.CONFIG)
-        keras.utils.set_random_seed(cfg.seed)
+    with run_directory(out, cfg) as run_dir:
         tx, ty, vx, vy = split_digits(cfg, load_mnist(mnist_path))
         tx, ty = add_style_variants(tx, ty, cfg)
         share = settings.correction_share
@@ -204,20 +198,10 @@ def _train(cfg, out: Path, model_path, corrections: tuple, settings: FinetuneSet
             val_y = {**val_data[1], "classification": without_teacher(
                 val_data[1]["classification"])}
             val_data = (val_data[0], val_y, *val_data[2:])
-        recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress,
-                                keep="last")
-
-        def run_fit():
-            data = mixed_batches((tx, ty), corrections, cfg, share, teacher, settings.temperature)
-            model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_data,
-                      validation_batch_size=500, callbacks=[recorder], shuffle=False,
-                      verbose=0)
-
-        def calibrate(best):
-            if val_data is not None:
-                fit_calibration(best, val_data, vy, cfg).save(run_dir / runs.CALIBRATION)
-
-        return fit_and_finish(recorder, run_fit, evaluate=evaluate, calibrate=calibrate)
+        return fit_run(run_dir, cfg, model,
+                       lambda: mixed_batches((tx, ty), corrections, cfg, share, teacher,
+                                             settings.temperature),
+                       steps, val_data, vy, progress, cancel, keep="last", evaluate=evaluate)
 
 
 # The closer look's layers (locmnist.model._closer_look) and the output layers.
