@@ -615,9 +615,9 @@ def finetune_section() -> str | None:
                                            else "") +
                f". Fine-tuning starts from the model in use ({model.name}), mixes the "
                "corrections with replayed MNIST digits that it keeps reading as that model "
-               "did, so it forgets little, and holds out a third of them to judge the "
-               "result. A fixed amount of work: about one epoch of the reference recipe "
-               "(README, Learning from corrections).")
+               "did, so it forgets little, and holds out 15% of them (at least one) to "
+               "judge the result. A fixed amount of work: about one epoch of the reference "
+               "recipe (README, Learning from corrections).")
     c1, c2 = st.columns(2)
     with c2:
         corrections_download(n)

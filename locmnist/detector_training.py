@@ -21,13 +21,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from locmnist import runs
 from locmnist.data import load_mnist
 from locmnist.detector import build_detector, compile_detector, encode_batch
 from locmnist.detector_config import DetectorConfig
 from locmnist.scenes import build_scene_set, scene_batch, subset
-from locmnist.training import (Progress, TrainResult, _RunRecorder, clear_run_dir,
-                               fit_and_finish, lr_schedule, open_run_dir, split_digits)
+from locmnist.training import (Progress, TrainResult, _RunRecorder, fit_and_finish,
+                               lr_schedule, run_directory, split_digits)
 
 VAL_SEED = 778
 VAL_NEGATIVES = 100
@@ -87,18 +86,13 @@ def train_detector(cfg: DetectorConfig, out_dir: str | os.PathLike,
                    cancel: threading.Event | None = None, mnist_path: str | None = None,
                    evaluate_test: bool = True) -> TrainResult:
     """Train a detector for ``cfg`` into ``out_dir`` (see module docstring)."""
-    run_dir = open_run_dir(out_dir)
-    with runs.run_dir_lock(run_dir):  # never two trainings in one directory
+    with run_directory(out_dir, cfg) as run_dir:
         return _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path,
                              evaluate_test)
 
 
 def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path,
                   evaluate_test) -> TrainResult:
-    clear_run_dir(run_dir)
-    cfg.save(run_dir / runs.CONFIG)
-    keras.utils.set_random_seed(cfg.seed)
-
     mnist = load_mnist(mnist_path)
     tx, ty, vx, vy = split_digits(cfg, mnist)
     steps = cfg.steps_per_epoch

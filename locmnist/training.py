@@ -16,9 +16,10 @@ import math
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import keras
 import numpy as np
@@ -349,91 +350,101 @@ def clear_run_dir(run_dir: Path) -> None:
         stray.unlink(missing_ok=True)
 
 
+@contextmanager
+def run_directory(out_dir: str | os.PathLike, cfg) -> Iterator[Path]:
+    """``out_dir`` as a training's run directory for the ``with`` block: created and
+    checked writable, locked (two trainings in one directory would destroy each other's
+    files: RunBusy), cleared of a stale cancel request and temp files, ``cfg`` saved in
+    it and the random seeds set from it. Every trainer starts here."""
+    run_dir = open_run_dir(out_dir)
+    with runs.run_dir_lock(run_dir):
+        clear_run_dir(run_dir)
+        cfg.save(run_dir / runs.CONFIG)
+        keras.utils.set_random_seed(cfg.seed)
+        yield run_dir
+
+
+def fit_run(run_dir: Path, cfg: Config, model: keras.Model,
+            make_data: Callable[[], tf.data.Dataset], steps: int, val_data, val_labels,
+            progress: Callable[[Progress], None] | None = None,
+            cancel: threading.Event | None = None, callbacks: list | None = None,
+            strategy=None, keep: str = "best",
+            evaluate: Callable[[keras.Model], dict] | None = None) -> TrainResult:
+    """Train the compiled ``model`` on ``make_data()`` (built inside the fit, so that its
+    failure is the run's) for ``cfg.epochs`` x ``steps``, validating on ``val_data``
+    (None: none) and recording the run in ``run_dir`` (``_RunRecorder``: history,
+    status, the ``keep`` model, time limit, cancel); then ``fit_and_finish``, with the
+    calibration fitted on the validation data (``val_labels``: its digits' labels) and
+    ``evaluate``. ``strategy``: the ``tf.distribute.Strategy`` the model was built under."""
+    strategy = strategy or tf.distribute.get_strategy()
+    recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress, keep)
+
+    def run_fit():
+        data, all_callbacks = make_data(), [recorder, *(callbacks or [])]
+        if needs_own_loop(strategy):  # Keras 3's fit cannot run it (see locmnist.distribute)
+            fit(model, data, cfg.epochs, steps, strategy, validation_data=val_data,
+                validation_batch_size=500, callbacks=all_callbacks)
+        else:
+            model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_data,
+                      validation_batch_size=500, callbacks=all_callbacks, shuffle=False,
+                      verbose=0)
+
+    def calibrate(best):
+        if val_data is not None:
+            fit_calibration(best, val_data, val_labels, cfg).save(run_dir / runs.CALIBRATION)
+
+    return fit_and_finish(recorder, run_fit, evaluate=evaluate, calibrate=calibrate)
+
+
 def train(cfg: Config, out_dir: str | os.PathLike, callbacks: list | None = None,
           progress: Callable[[Progress], None] | None = None,
           cancel: threading.Event | None = None, mnist_path: str | None = None,
-          evaluate_test: bool = True, strategy=None, start_from: str | os.PathLike | None = None,
-          extra: tuple | None = None, extra_share: float = 0.05, keep: str = "best",
-          evaluate: Callable[[keras.Model], dict] | None = None) -> TrainResult:
+          evaluate_test: bool = True, strategy=None, extra: tuple | None = None,
+          extra_share: float = 0.05) -> TrainResult:
     """Train a model for ``cfg`` into ``out_dir`` (created; existing files replaced).
 
     ``strategy``: a ``tf.distribute.Strategy`` (see ``locmnist.distribute``);
     ``cfg.batch_size`` is per replica, so the global batch grows with replicas.
-    ``start_from``: a model file to continue training (fine-tuning) instead of a new
-    ``build_model(cfg)``. ``extra``: (digits (M, 28, 28) uint8, labels) mixed into the
-    training digits as ``extra_share`` of them (see ``mix_in``). ``keep``: "best"
-    (lowest validation loss) or "last" epoch's model. ``evaluate``: model -> metrics
-    dict for ``metrics.json`` (default: the published test split).
+    ``extra``: (digits (M, 28, 28) uint8, labels) mixed into the training digits as
+    ``extra_share`` of them (see ``mix_in``). ``evaluate_test``: score the best model
+    on the published test split into ``metrics.json``. Fine-tuning a model is
+    ``locmnist.finetune``, from the same parts.
     """
-    run_dir = open_run_dir(out_dir)
-    # Two trainings into one directory would destroy each other's files: RunBusy.
-    with runs.run_dir_lock(run_dir):
-        return _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path,
-                             evaluate_test, strategy, start_from, extra, extra_share, keep,
-                             evaluate)
+    with run_directory(out_dir, cfg) as run_dir:
+        mnist = load_mnist(mnist_path)
+        tx, ty, vx, vy = split_digits(cfg, mnist)
+        tx, ty = add_style_variants(tx, ty, cfg)
+        tx, ty = mix_in(tx, ty, extra, extra_share)
+        strategy = strategy or tf.distribute.get_strategy()
+        global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+        steps = max(1, len(tx) // global_batch)
+        if len(tx) < global_batch:
+            raise ValueError(f"{len(tx)} training digits is fewer than one batch of "
+                             f"{global_batch}")
+        if evaluate_test:
+            # Build the test split now, before training's own memory: it stays cached as
+            # uint8 (56 MB) for the final evaluation.
+            from locmnist.synthesis import test_split
 
+            test_split(cfg.data, mnist_path)
+        with strategy.scope():  # variables must be created where the strategy places them
+            model = compile_model(build_model(cfg), cfg, lr_schedule(cfg, steps))
+        val_data = validation_data(vx, vy, cfg) if len(vx) else None
 
-def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path, evaluate_test,
-                  strategy, start_from, extra, extra_share, keep, evaluate) -> TrainResult:
-    clear_run_dir(run_dir)
-    cfg.save(run_dir / runs.CONFIG)
-    keras.utils.set_random_seed(cfg.seed)
+        def evaluate_published(best):
+            from locmnist.evaluation import evaluate_model
+            from locmnist.inference import Predictor
 
-    mnist = load_mnist(mnist_path)
-    tx, ty, vx, vy = split_digits(cfg, mnist)
-    tx, ty = add_style_variants(tx, ty, cfg)
-    tx, ty = mix_in(tx, ty, extra, extra_share)
-    strategy = strategy or tf.distribute.get_strategy()
-    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
-    steps = max(1, len(tx) // global_batch)
-    if len(tx) < global_batch:
-        raise ValueError(f"{len(tx)} training digits is fewer than one batch of {global_batch}")
-    if evaluate_test and evaluate is None:
-        # Build the test split now, before training's own memory: it stays cached as uint8
-        # (56 MB) for the final evaluation.
-        from locmnist.synthesis import test_split
+            # Predictor.load(run_dir), not ``best``: it reads the calibration saved before
+            # this. No TFLite copy: evaluation runs batches, and converting a new model at
+            # the end of training raised the run's peak memory by ~300 MB.
+            return evaluate_model(Predictor.load(run_dir, tflite=False), data=cfg.data,
+                                  mnist_path=mnist_path)
 
-        test_split(cfg.data, mnist_path)
-    with strategy.scope():  # variables must be created where the strategy places them
-        model = load_model_file(start_from)[0] if start_from else build_model(cfg)
-        if start_from:
-            # Fine-tuning, as keras-io advises: BatchNormalization stays in inference mode,
-            # so a few small mixed batches do not overwrite statistics of the full data.
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False
-        model = compile_model(model, cfg, lr_schedule(cfg, steps))
-    if start_from and cfg.digit_head and digit_key(model) is None:
-        cfg = cfg.replace(negative_fraction=0.0)  # a model without the digit output: no negatives
-    val_data = validation_data(vx, vy, cfg) if len(vx) else None
-    recorder = _RunRecorder(run_dir, cfg, steps, cancel or threading.Event(), progress, keep)
-
-    def run_fit():
-        dataset = shard(make_dataset(tx, ty, cfg.replace(batch_size=global_batch)))
-        if needs_own_loop(strategy):  # Keras 3's fit cannot run it (see locmnist.distribute)
-            fit(model, dataset, cfg.epochs, steps, strategy, validation_data=val_data,
-                validation_batch_size=500, callbacks=[recorder, *(callbacks or [])])
-        else:
-            model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps,
-                      validation_data=val_data, validation_batch_size=500,
-                      callbacks=[recorder, *(callbacks or [])], shuffle=False, verbose=0)
-
-    def calibrate(best):
-        if val_data is not None:
-            fit_calibration(best, val_data, vy, cfg).save(run_dir / runs.CALIBRATION)
-
-    def evaluate_published(best):
-        from locmnist.evaluation import evaluate_model
-        from locmnist.inference import Predictor
-
-        # Predictor.load(run_dir), not ``best``: it reads the calibration saved above. No
-        # TFLite copy: evaluation runs batches, and converting a new model at the end of
-        # training raised the run's peak memory by ~300 MB.
-        return evaluate_model(Predictor.load(run_dir, tflite=False), data=cfg.data,
-                              mnist_path=mnist_path)
-
-    return fit_and_finish(recorder, run_fit, calibrate=calibrate,
-                          evaluate=(evaluate or evaluate_published) if evaluate_test else None)
+        return fit_run(run_dir, cfg, model,
+                       lambda: shard(make_dataset(tx, ty, cfg.replace(batch_size=global_batch))),
+                       steps, val_data, vy, progress, cancel, callbacks, strategy,
+                       evaluate=evaluate_published if evaluate_test else None)
 
 
 def fit_and_finish(recorder: _RunRecorder, run_fit: Callable[[], None],

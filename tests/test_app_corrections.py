@@ -194,7 +194,7 @@ def test_finetune_on_corrections_runs_as_a_training_run(runs, monkeypatch, mnist
         [e.value for e in at.error]
     [table] = [m.value for m in at.markdown if m.value.startswith("| accuracy on | before")]
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
-    assert [r[0] for r in rows] == ["| held-out corrections (n=2)", "| test split (n=100)"]
+    assert [r[0] for r in rows] == ["| held-out corrections (n=1)", "| test split (n=100)"]
     assert all(r[1].endswith("%") and r[2].endswith("%** |") for r in rows)
     history = json.loads((runs / run_id / HISTORY).read_text())
     assert history["epoch"] == [1, 2]

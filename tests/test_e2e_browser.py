@@ -561,10 +561,10 @@ def test_correct_a_new_style_fine_tune_and_see_it_read_right(server, page, shots
     t0 = time.monotonic()
     page.get_by_role("heading", name=f"Run {run_id}: completed").wait_for(timeout=300_000)
     print(f"fine-tuning run {run_id}: {time.monotonic() - t0:.0f} s from Start to completed")
-    table = page.locator("table").filter(has_text="held-out corrections (n=3)")
+    table = page.locator("table").filter(has_text="held-out corrections (n=2)")
     table.wait_for()
     rows = [r.inner_text().split("\t") for r in table.locator("tbody tr").all()]
-    assert [r[0] for r in rows] == ["held-out corrections (n=3)", "test split (n=200)"]
+    assert [r[0] for r in rows] == ["held-out corrections (n=2)", "test split (n=200)"]
     page.get_by_role("button", name="Use this model").click()
     page.get_by_text("now use this model").wait_for()
     settle(page)

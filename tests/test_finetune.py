@@ -10,7 +10,7 @@ from locmnist import runs
 from locmnist.corrections import CorrectionStore
 from locmnist.finetune import FinetuneSettings, split_holdout
 from locmnist.training import mix_in
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, run_cli, tiny_config
 from tests.new_style import as_pngs, hollow
 
 SHIPPED = REPO / "models" / "default.keras"
@@ -92,11 +92,37 @@ def test_mixed_batches_hold_the_corrections_share_and_the_teachers_targets(mnist
     assert negative.sum() >= 1 and (sums[negative] == 0).all()
 
 
+def test_l2_sp_penalizes_distance_from_the_start_and_stays_out_of_the_model_file(tmp_path):
+    import zipfile as zf
+
+    from locmnist.anchor import anchor_to_start
+    from locmnist.model import build_model
+    from locmnist.model_files import load_model_file
+
+    model = build_model(tiny_config())
+    for layer in model.layers:
+        layer.trainable = layer.name == "classification"
+    assert anchor_to_start(model, 0.5) == 2                   # its kernel and bias
+    assert float(sum(model.losses)) == 0                      # at the start: no penalty
+    kernel = model.get_layer("classification").kernel
+    kernel.assign(kernel + 0.1)
+    assert float(sum(model.losses)) == pytest.approx(0.5 * 0.01 * kernel.numpy().size, rel=1e-4)
+    # Set on the variables, not the layers: the file is the plain model, which the checked
+    # loader (that refuses unknown regularizers) reads, and fine-tunes again like any other.
+    model.save(tmp_path / "m.keras")
+    with zf.ZipFile(tmp_path / "m.keras") as z:
+        assert "TowardStart" not in z.read("config.json").decode()
+    load_model_file(tmp_path / "m.keras")
+    assert anchor_to_start(model, 0.0) == 0 and not model.losses
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError):
         FinetuneSettings(correction_share=1.0)
     with pytest.raises(ValueError):
         FinetuneSettings(replay_digits=10, batch_size=64)
+    with pytest.raises(ValueError):
+        FinetuneSettings(l2_sp=-1.0)
 
 
 @pytest.fixture(scope="module")
@@ -121,15 +147,15 @@ def test_cli_finetune_writes_a_run_with_before_and_after(tmp_path, corrections):
     r = run_cli("finetune", "--from", str(SHIPPED), "--corrections", str(db), "--out", str(out),
                 "--no-progress", *TINY)
     assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr and "held-out corrections (n=4)" in r.stderr
+    assert "Traceback" not in r.stderr and "held-out corrections (n=2)" in r.stderr
     for name in (runs.CONFIG, runs.HISTORY, runs.MODEL, runs.STATUS, runs.FINETUNE):
         assert (out / name).is_file(), name
     assert json.loads((out / runs.STATUS).read_text())["state"] == "completed"
     metrics = json.loads((out / runs.METRICS).read_text())
     ft = metrics["finetune"]
-    assert (ft["n_corrections"], ft["trained_on"], ft["held_out"]) == (12, 8, 4)
+    assert (ft["n_corrections"], ft["trained_on"], ft["held_out"]) == (12, 10, 2)
     for when in ("before", "after"):
-        assert ft[when]["held_out"]["n"] == 4 and ft[when]["test"]["n"] == 100
+        assert ft[when]["held_out"]["n"] == 2 and ft[when]["test"]["n"] == 100
     assert metrics["accuracy"] == ft["after"]["test"]["accuracy"] and metrics["n"] == 100
     # The run's config is the starting model's architecture with the fine-tuning's recipe.
     cfg = json.loads((out / runs.CONFIG).read_text())
@@ -198,10 +224,11 @@ def test_the_correction_loop_end_to_end(tmp_path, mnist):
           f"; test split (1000) {ft['before']['test']['accuracy']:.2%} -> "
           f"{ft['after']['test']['accuracy']:.2%}; {result.metrics['train_seconds']:.0f} s")
     # The default recipe (closer look and outputs trained, distillation from the starting
-    # model, corrections 60% of each batch at learning rate 2e-3) took these hollow 1s
-    # from 32% to 90% here, the test split 99.10% -> 99.00% on 1000. The bar leaves room
+    # model, corrections 60% of each batch at learning rate 2e-3; 8 trained on, 2 held out)
+    # took these hollow 1s from 32% to 90% here, the test split 99.10% -> 99.00% on 1000
+    # (the same with 7 trained on and 3 held out, the default before). The bar leaves room
     # for run-to-run noise (TensorFlow's CPU kernels are not bitwise deterministic): well
     # past the 10%-share recipe of before, which reached 70%.
     assert after["accuracy"] >= 0.85
-    assert ft["after"]["held_out"]["accuracy"] >= 2 / 3     # 3 held out: at most one missed
+    assert ft["after"]["held_out"]["accuracy"] >= 1 / 2     # 2 held out: at most one missed
     assert ft["after"]["test"]["accuracy"] >= ft["before"]["test"]["accuracy"] - 0.005
