@@ -178,9 +178,9 @@ def detector_curve(preset: str, overrides: dict, out_dir: str, eval_limit: int =
     curve = TestCurve()
     result = train_detector(cfg, out_dir, callbacks=[curve], evaluate_test=False)
     return {"preset": preset, "kind": "detector", "epochs_planned": cfg.epochs,
-            "epochs_done": len(result.history.get("epoch", [])), "eval_every": every, "canvases_per_epoch": cfg.canvases_per_epoch,
-            "status": result.status, "eval_n": len(scenes), "eval_s_total": round(curve.eval_s, 2),
-            "curve": curve.curve,
+            "epochs_done": len(result.history.get("epoch", [])), "eval_every": every,
+            "canvases_per_epoch": cfg.canvases_per_epoch, "status": result.status,
+            "eval_n": len(scenes), "eval_s_total": round(curve.eval_s, 2), "curve": curve.curve,
             "peak_rss_counts_from": "training start" if rss_reset else "process start"}
 
 
