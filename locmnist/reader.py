@@ -26,7 +26,8 @@ Single calls never go through ``model.predict``: a ``tf.function`` with a
 ``read`` goes through the detector's TFLite copy instead when ``Reader.load`` made
 one (``locmnist.tflite_copy``; checked against TensorFlow on load): its XNNPACK
 kernels take ~4.4 ms on the 96x240 input a 560x280 drawing of a number becomes,
-TensorFlow ~7.5 ms (one process, calls interleaved). Batches (``detect_canvases``: evaluation) stay on TensorFlow.
+TensorFlow ~7.5 ms (one process, calls interleaved). Batches (``detect_canvases``:
+evaluation) stay on TensorFlow.
 """
 from __future__ import annotations
 
@@ -137,17 +138,21 @@ class Reader:
         from locmnist.model_files import resolve_model_path
 
         model, config = load_detector_file(path)
+        model_file = resolve_model_path(path)
         reader = cls(model, config, str(path), classifier=classifier,
-                     acceptance=for_detector(resolve_model_path(path),
-                                             getattr(classifier, "source", None)))
-        reader._single = _tflite_copy(reader, resolve_model_path(path)) if tflite else None
+                     acceptance=for_detector(model_file, getattr(classifier, "source", None)))
+        reader._single = _tflite_copy(reader, model_file) if tflite else None
         return reader
 
     # -- raw canvases ----------------------------------------------------------
-    def raw_outputs(self, canvases: np.ndarray) -> dict:
-        """{heatmap, size, offset} numpy maps for canvases (N, H, W, 1) in 0..1."""
-        return self._run(pad16(np.asarray(canvases, np.float32).reshape(
-            *np.shape(canvases)[:3], 1)))
+    def raw_outputs(self, canvases: np.ndarray, single: bool = False) -> dict:
+        """{heatmap, size, offset} numpy maps for canvases (N, H, W, 1) in 0..1.
+
+        ``single``: one canvas, through the detector's single-canvas runtime (its TFLite
+        copy, if any, up to SINGLE_MAX_PIXELS); batches stay on TensorFlow."""
+        x = pad16(np.asarray(canvases, np.float32).reshape(*np.shape(canvases)[:3], 1))
+        small = x.shape[1] * x.shape[2] <= SINGLE_MAX_PIXELS
+        return (self._single if single and self._single is not None and small else self._run)(x)
 
     def detect_canvases(self, canvases: np.ndarray, threshold: float = 0.05,
                         agnostic_iou: float | None = None, batch_size: int = 32,
@@ -184,11 +189,8 @@ class Reader:
 
     def read_canvas(self, canvas: np.ndarray) -> Detections:
         """Reading-level detections on one ready canvas (H, W) in 0..1 (no rescaling),
-        through the detector's single-canvas runtime (its TFLite copy, if any, up to
-        SINGLE_MAX_PIXELS)."""
-        x = pad16(np.asarray(canvas, np.float32).reshape(1, *np.shape(canvas)[:2], 1))
-        small = x.shape[1] * x.shape[2] <= SINGLE_MAX_PIXELS
-        maps = (self._single if self._single is not None and small else self._run)(x)
+        through the detector's single-canvas runtime (``raw_outputs(single=True)``)."""
+        maps = self.raw_outputs(np.asarray(canvas)[None], single=True)
         det = decode_batch(maps, threshold=self.candidate_threshold, top_k=self.config.top_k,
                            agnostic_iou=AGNOSTIC_IOU)[0]
         return self.closer_look(canvas, det)
