@@ -143,7 +143,9 @@ def summarize(report: dict) -> dict:
         ratio = _ratio(r, p, 2)
         targets.append(_target(
             "`Reader.read`, 560x280 drawing, vs `Predictor.predict`, 280x280 (p50)",
-            f"<= {READER_RATIO}x", f"{ratio}x ({r:.2f} vs {p:.2f} ms; read {rl.get('text')!r})",
+            f"<= {READER_RATIO}x", f"{ratio}x ({r:.2f} vs {p:.2f} ms; read {rl.get('text')!r}"
+            + (f"; {rl['drawn_numbers']['right']}/{rl['drawn_numbers']['numbers']} drawn numbers "
+               "read right" if "drawn_numbers" in rl else "") + ")",
             ratio is not None and ratio <= READER_RATIO))
 
     lat = report.get("latency", {}).get("ours", {})
