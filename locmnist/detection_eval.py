@@ -12,6 +12,13 @@ look and, where fitted, its acceptance (what ``Reader.read`` reports):
   of the right digit, at IoU >= 0.5;
 * ``negatives_clean``: canvases with no digit that get no detection
   (``false_detection_rate`` = 1 - it).
+
+Those three score the reader's steps on each canvas as it is. ``Reader.read`` first
+frames any image so its digits reach the detector ``reader.TARGET_HEIGHT`` px tall;
+``through_read`` also scores that whole path, each canvas given to ``read`` as an
+image (``read_number_accuracy``, ``read_single_digit_one_right``,
+``read_negatives_clean``). Strokes that are not digits, framed at digit height, look
+more like digits than they do at their own size: negatives score lower there.
 """
 from __future__ import annotations
 
@@ -125,12 +132,29 @@ def reading_metrics(scenes, readings: list[Detections]) -> dict:
             "false_detection_rate": None if not len(clean) else 1.0 - rate(clean)}
 
 
+READ_METRICS = ("number_accuracy", "single_digit_one_right", "negatives_clean")
+
+
+def read_metrics(reader, scenes) -> dict:
+    """``reading_metrics`` of ``Reader.read`` on every canvas of ``scenes``, each given to
+    it as an image (framing included), as ``read_<metric>``."""
+    readings = []
+    for canvas in scenes.canvases:
+        digits = reader.read(canvas[..., 0]).digits
+        readings.append(Detections(np.array([d.box for d in digits], np.float32).reshape(-1, 4),
+                                   np.array([d.confidence for d in digits], np.float32),
+                                   np.array([d.label for d in digits], np.int64)))
+    m = reading_metrics(scenes, readings)
+    return {f"read_{k}": m[k] for k in READ_METRICS}
+
+
 def evaluate_detector(reader, scenes=None, limit: int | None = None,
                       mnist_path: str | None = None, progress=None,
-                      return_details: bool = False):
+                      return_details: bool = False, through_read: bool = False):
     """Every metric above for a ``Reader`` on the detection test split (or ``scenes``).
 
     ``limit``: an evenly spread subset of that many canvases (all kinds kept).
+    ``through_read``: add ``read_metrics`` (one ``read`` per canvas: slower).
     """
     from locmnist.reader import AGNOSTIC_IOU
     from locmnist.scenes import detection_test_split, subset
@@ -143,6 +167,8 @@ def evaluate_detector(reader, scenes=None, limit: int | None = None,
                 for c, d in zip(scenes.canvases, raw)]
     metrics = coco_map(scenes, raw)
     metrics.update(reading_metrics(scenes, readings))
+    if through_read:
+        metrics.update(read_metrics(reader, scenes))
     metrics["n_canvases"] = int(len(scenes))
     metrics["n_digits"] = int(sum(len(b) for b in scenes.labels))
     metrics["score_threshold"] = float(reader.config.score_threshold)

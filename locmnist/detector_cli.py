@@ -12,7 +12,10 @@ from pathlib import Path
 METRIC_ROWS = (("mAP@0.5", "map50"), ("mAP@0.5:0.95", "map"), ("mAP@0.75", "map75"),
                ("number accuracy (2-5 digits)", "number_accuracy"),
                ("single digit: one right detection", "single_digit_one_right"),
-               ("negatives with no detection", "negatives_clean"))
+               ("negatives with no detection", "negatives_clean"),
+               ("through `Reader.read`: number accuracy", "read_number_accuracy"),
+               ("through `Reader.read`: single digit", "read_single_digit_one_right"),
+               ("through `Reader.read`: negatives", "read_negatives_clean"))
 
 
 def detector_config_from_args(args):
@@ -73,8 +76,11 @@ def evaluate(args) -> int:
     from locmnist.detection_eval import evaluate_detector
     from locmnist.reader import Reader
 
-    reader = Reader.load(args.model, tflite=False)   # batches only: TensorFlow
-    metrics = evaluate_detector(reader, limit=args.limit, mnist_path=args.mnist)
+    # Batches run on TensorFlow; ``read`` (the through-read rows) on the detector's TFLite
+    # copy, as it does for users.
+    reader = Reader.load(args.model)
+    metrics = evaluate_detector(reader, limit=args.limit, mnist_path=args.mnist,
+                                through_read=True)
     metrics.pop("pr_curve", None)
     metrics["model"] = reader.source
     if args.json:

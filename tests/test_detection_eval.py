@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from locmnist.decoding import Detections
-from locmnist.detection_eval import coco_metrics, reading_metrics, read_text, select
+from locmnist.detection_eval import (coco_metrics, read_metrics, read_text, reading_metrics,
+                                     select)
 from locmnist.scenes import SceneSet
 
 
@@ -69,6 +70,29 @@ def test_reading_metrics_on_hand_made_readings():
     m = reading_metrics(s, bad)
     assert m["number_accuracy"] == 0.0 and m["single_digit_one_right"] == 0.0
     assert m["negatives_clean"] == 0.0 and m["false_detection_rate"] == 1.0
+
+
+def test_read_metrics_score_what_read_returns_for_each_canvas():
+    """The through-read rows: each canvas goes to ``Reader.read`` as an image (H, W), and
+    its Reading's digits (boxes in the canvas's pixels) are scored like the others."""
+    from locmnist.results import Digit, Reading
+
+    s = scene_set()
+    answers = iter([                      # right number, one digit too many, a false 1
+        (Digit(3, .9, (10, 5, 20, 20), ()), Digit(7, .8, (40, 5, 50, 20), ())),
+        (Digit(4, .9, (10, 10, 20, 30), ()), Digit(1, .5, (40, 10, 50, 30), ())),
+        (Digit(1, .6, (1, 1, 9, 9), ()),)])
+    seen = []
+
+    class Fake:
+        def read(self, image):
+            seen.append(np.shape(image))
+            return Reading(next(answers), (64, 32))
+
+    m = read_metrics(Fake(), s)
+    assert seen == [(32, 64)] * 3
+    assert m == {"read_number_accuracy": 1.0, "read_single_digit_one_right": 0.0,
+                 "read_negatives_clean": 0.0}
 
 
 def test_select_applies_the_reading_threshold_and_one_label_per_digit():

@@ -35,7 +35,8 @@ def test_evaluate_task_detect_json(tiny_detector):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     for key in ("map50", "map", "ap_per_class", "number_accuracy", "single_digit_one_right",
-                "negatives_clean", "false_detection_rate", "n_canvases"):
+                "negatives_clean", "false_detection_rate", "n_canvases",
+                "read_number_accuracy", "read_single_digit_one_right", "read_negatives_clean"):
         assert key in out, key
     assert out["n_canvases"] == 120 and len(out["ap_per_class"]) == 10
 
