@@ -23,8 +23,10 @@ MAX_TFLITE_BYTES = 50 * 1024 * 1024
 SIGNATURE = "serving_default"
 # XNNPACK threads per interpreter. Left unset, TFLite runs these small models on one
 # core; two threads take the detector on a number from 4.2 to 2.4 ms and a digit from
-# 0.75 to 0.53 ms on a 2-core machine. Beyond 4, a 1 ms call gains nothing.
-THREADS = max(1, min(4, os.cpu_count() or 1))
+# 0.75 to 0.53 ms on a 2-core machine. Beyond 4, a 1 ms call gains nothing. The cores
+# this process may run on, not the host's (a container's CPU set can be smaller).
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+THREADS = max(1, min(4, _CORES or 1))
 
 
 def _interpreter(model_content: bytes, source: str):
