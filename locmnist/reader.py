@@ -43,15 +43,16 @@ from locmnist.detector_config import DetectorConfig
 from locmnist.preprocess import InvalidImage, ink_image
 from locmnist.results import Digit, Reading
 
-# px: digits were 15..70 px tall in training. Read through ``read`` at 1-3x their
-# size, the validation scenes' numbers read alike from 30 to 34 px (95.7-96.1%), but
-# drawn numbers whose digits differ in size read far better at 30 (87.5% against 69.5%
-# at 34: a digit much larger than the median ends nearer the top of that range).
+# How ``read`` frames an image (``frame_ink``): digits TARGET_HEIGHT px tall (they were
+# 15..70 px in training) with MARGIN digit heights of context. Compared by ``python -m
+# scripts.reader_framing`` (validation scenes, drawn numbers and digits; README, "Reading
+# numbers"): 30 px reads drawn numbers whose digits differ in size far better than 34
+# (a digit well above the median height ends near the top of the range). A margin of
+# 0.3 cost a single drawn 7 its reading (its box came out small, leaving ink
+# uncovered); 0.45 reads it, and saves pixels against 0.6.
 TARGET_HEIGHT = 30.0
+MARGIN = 0.45
 INK_LEVEL = 0.3           # ink map level that counts as a stroke for sizing
-# Context around the ink, in digit heights: 0.3 reads as 0.6 did (the network pads
-# with zeros anyway) on a third fewer pixels.
-MARGIN = 0.3
 MAX_SIDE = 2048           # the rescaled region's longest side is capped (time and memory)
 AGNOSTIC_IOU = 0.5        # a second label on the same ink is dropped (decoding step 4)
 CLOSER_LOOK_INK = 46.0    # px: a digit's height in the single-digit model's 75x75 input
