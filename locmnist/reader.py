@@ -24,10 +24,11 @@ same decoding and ink map (``locmnist.preprocess.ink_image``). Then:
 Single calls never go through ``model.predict``: a ``tf.function`` with a
 (1, None, None, 1) signature is traced once and is safe to call from threads.
 ``read`` goes through the detector's TFLite copy instead when ``Reader.load`` made
-one (``locmnist.tflite_copy``; checked against TensorFlow on load): its XNNPACK
-kernels take ~4.4 ms on the 96x240 input a 560x280 drawing of a number becomes,
-TensorFlow ~7.5 ms (one process, calls interleaved). Batches (``detect_canvases``:
-evaluation) stay on TensorFlow.
+one (``locmnist.tflite_copy``; checked against TensorFlow on load): on one thread its
+XNNPACK kernels took ~4.4 ms on a 96x240 input, TensorFlow ~7.5 ms; with
+``tflite_runtime.THREADS`` on the 80x208 input a 560x280 drawing of a number now
+becomes, ~1.9 ms (``python -m bench.probes reader_stages``). Batches
+(``detect_canvases``: evaluation) stay on TensorFlow.
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 Both the single-digit ``Predictor`` and the number ``Reader`` run one canvas at a
 time through a TFLite copy of their Keras model: on a 2-core CPU, TFLite's fused
-XNNPACK kernels beat TensorFlow's graph executor for single inputs (75x75 digit:
-~0.75 against ~2.3 ms; the detector on a 96x240 number: ~4.4 against ~7.5 ms).
+XNNPACK kernels beat TensorFlow's graph executor for single inputs (on one thread, a
+75x75 digit: ~0.75 against ~2.3 ms; the detector on a 96x240 number: ~4.4 against
+~7.5 ms; ``tflite_runtime.THREADS`` sets how many they now use).
 Converting takes a few seconds, so the copy is cached under
 ``~/.cache/locmnist/tflite``, keyed by the model file's SHA-256 and the TensorFlow
 version. Each caller checks the copy's outputs against TensorFlow before using it.
