@@ -39,7 +39,8 @@ def reference_epoch_seconds() -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--corrections", type=int, default=20, help="how many corrections (10-20; 20: the case that meets issue 14's target)")
+    p.add_argument("--corrections", type=int, default=20,
+                   help="how many corrections (10-20; 20: the case that meets issue 14's target)")
     p.add_argument("--judge", type=int, default=300, help="other examples of the style")
     p.add_argument("--model", help="model to start from (default: Predictor.load()'s)")
     p.add_argument("--no-reference-epoch", action="store_true", help="skip timing E")

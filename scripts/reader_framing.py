@@ -44,18 +44,17 @@ def main(argv=None) -> int:
     except ValueError:
         ap.error("each setting is HEIGHT,MARGIN: a height > 0 and a margin >= 0, e.g. 30,0.3")
 
+    import numpy as np
+
     from bench.probes import drawn_numbers
     from locmnist import reader as reading
     from locmnist.detection_eval import read_metrics
     from locmnist.scenes import detection_test_split, detection_validation_split
+    from locmnist.wild import drawn as drawn_digit
 
     scenes = detection_test_split() if args.split == "test" else detection_validation_split()
     reader = reading.Reader.load()
     shipped = (reading.TARGET_HEIGHT, reading.MARGIN)
-    import numpy as np
-
-    from locmnist.wild import drawn as drawn_digit
-
     rng = np.random.default_rng(SINGLES_SEED)
     singles = [(k % 10, drawn_digit(k % 10, rng).image) for k in range(300)]
     print(f"| height, margin | {args.split}: numbers | single digits | negatives clean | "
