@@ -132,9 +132,20 @@ def start_ticks(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2:].split()
-        return None if fields[0] == "Z" else int(fields[19])
+        if fields[0] == "Z" and not _threads_exiting(pid):
+            return None
+        return int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _threads_exiting(pid: int) -> bool:
+    """Whether a zombie leader's other threads are still exiting. They share its open
+    files, so its flocks (the training lock) last until the last one is gone."""
+    try:
+        return any(t != str(pid) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return False
 
 
 def pid_alive(pid: int | None, ticks: int | None = None) -> bool:

@@ -66,3 +66,35 @@ def test_latest_run_is_the_one_started_last(tmp_path):
     make_run(tmp_path, "aa-new", {"state": "completed"})
     assert runs.latest_run_id(tmp_path) == "aa-new"
     assert [r.id for r in runs.list_runs(tmp_path)] == ["aa-new", "zz-old"]
+
+
+def test_a_process_whose_threads_still_exit_is_alive_and_holds_its_flock(tmp_path):
+    """A trainer's main thread can finish before its other threads (TensorFlow's) do: the
+    leader is a zombie, yet the threads share its files, so the training lock stays held.
+    Such a process counts as alive until the lock is gone (CI once saw it otherwise)."""
+    import subprocess
+    import sys
+    import time
+
+    lock, flag = tmp_path / "lock", tmp_path / "exiting"
+    # The main thread leaves with pthread_exit; a second thread keeps the process (and
+    # its flock) for 2 more seconds, as a large thread pool would take to wind down.
+    code = f"""
+import ctypes, fcntl, os, threading, time
+fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+threading.Thread(target=lambda: (time.sleep(2), os._exit(0))).start()
+open({str(flag)!r}, "w").close()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    ticks = None
+    while not flag.exists():
+        ticks = ticks or runs.start_ticks(proc.pid)
+        time.sleep(0.01)
+    time.sleep(0.3)  # the leader is a zombie by now
+    assert Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    assert runs.flock_held(lock)
+    assert runs.pid_alive(proc.pid, ticks)
+    proc.wait(timeout=10)
+    assert not runs.pid_alive(proc.pid) and not runs.flock_held(lock)
