@@ -25,8 +25,8 @@ from locmnist.data import load_mnist
 from locmnist.detector import build_detector, compile_detector, encode_batch
 from locmnist.detector_config import DetectorConfig
 from locmnist.scenes import build_scene_set, scene_batch, subset
-from locmnist.training import (Progress, TrainResult, _RunRecorder, fit_and_finish,
-                               lr_schedule, run_directory, split_digits)
+from locmnist.training import (Progress, TrainResult, _RunRecorder, add_style_variants,
+                               fit_and_finish, lr_schedule, run_directory, split_digits)
 
 VAL_SEED = 778
 VAL_NEGATIVES = 100
@@ -95,6 +95,7 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path,
                   evaluate_test) -> TrainResult:
     mnist = load_mnist(mnist_path)
     tx, ty, vx, vy = split_digits(cfg, mnist)
+    tx, ty = add_style_variants(tx, ty, cfg)
     steps = cfg.steps_per_epoch
     val_data, val_scenes = None, None
     if len(vx):

@@ -68,10 +68,12 @@ def _thickness(x: np.ndarray, u: float) -> np.ndarray:
 
 
 def render_digit(digit: np.ndarray, height: float, rotation_deg: float = 0.0,
-                 shear: float = 0.0, thickness: float = 0.4) -> np.ndarray | None:
+                 shear: float = 0.0, thickness: float = 0.4,
+                 aspect: float = 1.0) -> np.ndarray | None:
     """A (28, 28) uint8 digit warped to ``height`` px of ink, cropped to its tight ink box.
 
-    ``thickness`` in [0, 1) picks thin / as is / thick / thicker (see ``_thickness``).
+    ``thickness`` in [0, 1) picks thin / as is / thick / thicker (see ``_thickness``);
+    ``aspect`` multiplies the digit's width (before rotation and shear).
     Returns a (h, w) float32 patch whose pixels >= INK_THRESHOLD touch all four
     edges, or None when no ink survives.
     """
@@ -83,7 +85,7 @@ def render_digit(digit: np.ndarray, height: float, rotation_deg: float = 0.0,
     scale = height / max(sy1 - sy0, 1.0)
     t = math.radians(rotation_deg)
     c, s = math.cos(t), math.sin(t)
-    a = scale * np.array([[c, c * shear - s], [s, s * shear + c]])    # forward, about centre
+    a = scale * np.array([[c, c * shear - s], [s, s * shear + c]]) @ np.diag([aspect, 1.0])
     corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]]) - [(sx0 + sx1) / 2,
                                                                            (sy0 + sy1) / 2]
     ext = np.abs(corners @ a.T).max(axis=0) + 2 * scale + 2           # half-extent + blur
@@ -104,10 +106,14 @@ def render_digit(digit: np.ndarray, height: float, rotation_deg: float = 0.0,
 
 # --- scenes ----------------------------------------------------------------------
 
-def _draw_params(rng: np.random.Generator, cfg: DetectorConfig) -> tuple[float, float, float]:
-    return (rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg),
-            rng.uniform(-cfg.max_shear, cfg.max_shear),
-            rng.uniform() if cfg.thickness else 0.4)
+def _draw_params(rng: np.random.Generator, cfg: DetectorConfig) -> tuple[float, ...]:
+    """render_digit's (rotation, shear, thickness, aspect) for one digit. Without aspect
+    jitter no number is drawn for it: the published splits' scenes stay as they were."""
+    params = (rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg),
+              rng.uniform(-cfg.max_shear, cfg.max_shear),
+              rng.uniform() if cfg.thickness else 0.4)
+    j = cfg.aspect_jitter
+    return (*params, rng.uniform(1 - j, 1 + j) if j > 0 else 1.0)
 
 
 def _paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:

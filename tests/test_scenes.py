@@ -1,5 +1,6 @@
 """Multi-digit scenes: tight boxes, layouts, determinism, the test split's makeup."""
 import numpy as np
+import pytest
 
 from locmnist.boxes import INK_THRESHOLD, tight_box
 from locmnist.detector_config import DetectorConfig
@@ -92,3 +93,32 @@ def test_the_validation_split_shares_no_seed_or_digit_with_the_test_split(mnist)
                           negative_fonts="train")
     assert np.array_equal(val.canvases[-len(one):], one.canvases)
     assert len(concat([one, one])) == 2 * len(one)
+
+
+def test_aspect_squeezes_and_stretches_the_width_only(mnist):
+    digit = mnist.x_train[0]
+    plain = render_digit(digit, 40.0)
+    for aspect in (0.7, 1.3):
+        p = render_digit(digit, 40.0, aspect=aspect)
+        assert p.shape[0] == plain.shape[0]
+        assert abs(p.shape[1] - aspect * plain.shape[1]) <= 2
+
+
+def test_aspect_jitter_and_styles_are_the_detect_presets_and_leave_the_splits_alone(mnist):
+    """Without aspect jitter no random number is drawn for it (the published test split's
+    scenes are those of the code before it); with it, the same seed gives other digits."""
+    from locmnist.detector_config import detector_preset
+
+    cfg = detector_preset("detect")
+    assert cfg.aspect_jitter > 0 and cfg.styles_fraction > 0
+    assert CFG.aspect_jitter == 0 and CFG.styles_fraction == 0
+    args = (mnist.x_train[:50], mnist.y_train[:50].astype(np.int64))
+    plain = scene_batch(*args, CFG, seed=1, batch_index=0, batch_size=8)
+    again = scene_batch(*args, CFG, seed=1, batch_index=0, batch_size=8)
+    jittered = scene_batch(*args, CFG.replace(aspect_jitter=0.3), seed=1, batch_index=0,
+                           batch_size=8)
+    assert all(np.array_equal(a.canvas, b.canvas) for a, b in zip(plain, again))
+    assert any(a.kind != "negative" and not np.array_equal(a.canvas, b.canvas)
+               for a, b in zip(plain, jittered))
+    with pytest.raises(ValueError, match="aspect_jitter"):
+        CFG.replace(aspect_jitter=1.0)
