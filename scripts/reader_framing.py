@@ -36,6 +36,8 @@ def main(argv=None) -> int:
                     metavar="HEIGHT,MARGIN")
     ap.add_argument("--split", choices=("validation", "test"), default="validation")
     ap.add_argument("--drawn", type=int, default=200, help="drawn numbers to read (0: none)")
+    ap.add_argument("--detector", default=None,
+                    help="detector .keras or run directory (default: the shipped one)")
     args = ap.parse_args(argv)
     try:
         settings = [tuple(float(v) for v in s.split(",")) for s in args.settings]
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
     from locmnist.wild import drawn as drawn_digit
 
     scenes = detection_test_split() if args.split == "test" else detection_validation_split()
-    reader = reading.Reader.load()
+    reader = reading.Reader.load(args.detector)
     shipped = (reading.TARGET_HEIGHT, reading.MARGIN)
     rng = np.random.default_rng(SINGLES_SEED)
     singles = [(k % 10, drawn_digit(k % 10, rng).image) for k in range(300)]
