@@ -92,8 +92,8 @@ def test_readings_are_cached_by_content_across_reruns(monkeypatch):
     at.file_uploader(key="predict_upload").set_value(
         [("a.png", png, "image/png"), ("b.png", png, "image/png")]).run()
     numbers = [v for label, v in metrics(at) if label == "Number"]
-    # Both copies show the one reading (the shipped closer look reads this 3 as a 5, with a
-    # confidence of 0.47: the README's "Reading numbers" lists it).
+    # Both copies show the one reading (a closer look may misread this 3: the previous
+    # single-digit model read it as a 5).
     assert numbers[0] == "—" and numbers[1] == numbers[2] and len(numbers[1]) == 2
     at.run()  # a rerun, as after a canvas stroke
     assert not at.exception
