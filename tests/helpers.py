@@ -33,7 +33,7 @@ def tiny_detector_config(**overrides):
     base = dict(epochs=1, canvases_per_epoch=64, batch_size=16, val_digits=40,
                 widths=(8, 8, 16, 16), head_width=8, canvas_height=64, canvas_width=96,
                 max_height=40.0, learning_rate=3e-3, warmup_epochs=0.0, time_limit_s=0.0,
-                styles_fraction=0.05, aspect_jitter=0.2)   # their code paths too
+                styles_fraction=0.05, aspect_jitter=0.2)   # the options' code paths
     base.update(overrides)
     return detector_preset("detect-quick", **base)
 
