@@ -19,6 +19,12 @@ keeps every peak down to ``min_peak`` as a candidate and accepts one when
   with a higher peak: the loop of a 9 or the stem of a 4 found again as a digit of
   its own (one label per digit only drops boxes that overlap at IoU > 0.5).
 
+Accepted candidates must then stand as digits on their own (``Acceptance.settle``):
+``leak`` and ``uncovered`` are measured again against the accepted candidates' boxes
+only, and a candidate that falls below the threshold is dropped, until none does. Two
+candidates on the two strokes of an N, a V or an M cover each other's ink; once the
+weaker one is rejected, the stronger one's stroke leaks into ink no digit covers.
+
 The weights, threshold and ``min_peak`` are fitted on validation scenes
 (``python -m locmnist.acceptance``; never the test split) for one detector and
 one classifier, and saved beside the detector (``models/detector.acceptance.json``)
@@ -72,6 +78,31 @@ class Acceptance:
         best = np.max([self.probability(features(peak, np.full(n, d), leak, uncovered, inside))
                        for d in (0.0, 1.0)], axis=0)
         return (best >= self.threshold - 1e-9) & (np.reshape(peak, -1) >= self.min_peak)
+
+    def settle(self, canvas: np.ndarray, boxes: np.ndarray, peak, digit, inside,
+               prob: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(keep (N,) bool, probability (N,)): the candidates ``keep`` that the first
+        decision accepted (``prob``: features against every candidate's box), narrowed
+        until each is accepted with ``leak`` and ``uncovered`` measured against the
+        accepted boxes only; a kept candidate's probability is its last round's.
+
+        ``inside`` stays as it was (against every higher peak). Each round only removes
+        boxes, which only adds leak and uncovered ink, so with the fitted (negative)
+        weights on both a round can only reject more: it ends within N rounds. When
+        every candidate is accepted, the boxes are the first decision's: nothing to do.
+        """
+        keep, prob = np.asarray(keep, bool).copy(), np.asarray(prob, np.float64).copy()
+        peak, digit, inside = (np.asarray(v, np.float64).reshape(-1) for v in (peak, digit, inside))
+        while keep.any() and not keep.all():
+            idx = np.flatnonzero(keep)
+            leak, uncovered = ink_features(canvas, np.asarray(boxes)[idx])
+            prob[idx] = self.probability(features(peak[idx], digit[idx], leak, uncovered,
+                                                  inside[idx]))
+            rejected = prob[idx] < self.threshold
+            if not rejected.any():
+                break
+            keep[idx[rejected]] = False
+        return keep, prob
 
     def save(self, path: str | Path) -> None:
         from locmnist.files import atomic_write_text

@@ -66,7 +66,7 @@ def candidates(reader, scenes, raw, min_peak: float) -> dict:
     ink = np.concatenate(inks)
     return {"x": features(peak, digit, *ink.T), "y": np.array(ys, bool),
             "canvas": np.array(canvas_of, int), "dets": dets, "labels": probs.argmax(1),
-            "p_label": probs.max(1)}
+            "p_label": probs.max(1), "digit": digit, "inside": ink[:, 2]}
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2, steps: int = 50):
@@ -86,15 +86,20 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2, steps: int = 50):
     return tuple(float(v) for v in w[:-1]), float(w[-1])
 
 
-def readings_at(table: dict, prob: np.ndarray, threshold: float, n: int) -> list[Detections]:
-    """What the reader would read on each of ``n`` canvases at ``threshold``."""
+def readings_at(table: dict, acc: Acceptance, prob: np.ndarray, canvases) -> list[Detections]:
+    """What the reader would read on each of ``canvases`` (N, H, W, 1) uint8 with ``acc``
+    (its threshold; ``prob``: its probabilities of every candidate), settled as the
+    reader settles them (``Acceptance.settle``)."""
     out, start = [], 0
-    for i in range(n):
-        det = table["dets"][i]
+    for i, det in enumerate(table["dets"]):
         k = slice(start, start + len(det))
         start += len(det)
-        keep = prob[k] >= threshold
-        out.append(Detections(det.boxes[keep], (prob[k] * table["p_label"][k])[keep],
+        p = prob[k]
+        keep = p >= acc.threshold
+        if keep.any() and not keep.all():
+            keep, p = acc.settle(canvases[i][..., 0].astype(np.float32) / 255.0, det.boxes,
+                                 det.scores, table["digit"][k], table["inside"][k], p, keep)
+        out.append(Detections(det.boxes[keep], (p * table["p_label"][k])[keep],
                               table["labels"][k][keep]))
     return out
 
@@ -113,7 +118,8 @@ def fit(reader, scenes, raw, detector_sha256: str = "", classifier_sha256: str =
         weights, bias = fit_logistic(table["x"], table["y"])
         prob = Acceptance(weights, bias, 0.5, min_peak).probability(table["x"])
         for t in THRESHOLDS:
-            m = reading_metrics(scenes, readings_at(table, prob, float(t), len(scenes)))
+            acc = Acceptance(weights, bias, float(t), min_peak)
+            m = reading_metrics(scenes, readings_at(table, acc, prob, scenes.canvases))
             log(f"min_peak {min_peak:.2f} threshold {t:.3f}: numbers {m['number_accuracy']:.4f} "
                 f"single {m['single_digit_one_right']:.4f} negatives {m['negatives_clean']:.4f}")
             if best is None or margins(m) > best[0]:

@@ -59,6 +59,48 @@ def test_possible_is_false_only_where_no_digit_output_could_be_accepted():
         assert 0 < ok.sum() < n                 # both kinds occur in this sample
 
 
+def _v_and_a_digit():
+    """A canvas (40, 100): a V whose two strokes meet at the bottom (candidates 0 and 1,
+    a box on each stroke), and a separate digit-like blob (candidate 2)."""
+    canvas = np.zeros((40, 100), np.float32)
+    for y in range(5, 35):                         # two diagonals meeting at (20, 34)
+        dx = (34 - y) // 2
+        canvas[y, 20 - dx - 1:20 - dx + 1] = 1.0
+        canvas[y, 20 + dx - 1:20 + dx + 1] = 1.0
+    canvas[5:35, 60:72] = 1.0
+    boxes = np.array([[3, 4, 20, 35], [20, 4, 37, 35], [60, 5, 72, 35]], np.float32)
+    return canvas, boxes
+
+
+def test_settle_drops_a_stroke_that_leaks_once_its_neighbour_is_rejected():
+    """Against every candidate's box the V's strokes cover each other's ink, so the
+    stronger stroke passes; once the weaker is rejected it leaks into ink no accepted
+    box covers, and settling rejects it too. The lone blob is untouched."""
+    canvas, boxes = _v_and_a_digit()
+    peak, digit, inside = np.array([0.8, 0.3, 0.8]), np.array([0.9, 0.05, 0.9]), np.zeros(3)
+    acc = Acceptance((2.0, 1.0, -6.0, -20.0, -4.0), 0.0, 0.5, 0.15)
+    prob = acc.probability(features(peak, digit, *ink_features(canvas, boxes), inside))
+    keep = prob >= acc.threshold
+    assert keep.tolist() == [True, False, True]    # the first decision takes one stroke
+    settled, p = acc.settle(canvas, boxes, peak, digit, inside, prob, keep)
+    assert settled.tolist() == [False, False, True]
+    leak, uncovered = ink_features(canvas, boxes[[0, 2]])
+    assert leak[0] > 0.5 and leak[1] == 0.0        # why: the stroke's other half is bare
+    # The blob's probability is its last round's: against its own box alone.
+    want = acc.probability(features(peak[2:], digit[2:], *ink_features(canvas, boxes[2:]),
+                                    inside[2:]))
+    assert p[2] == pytest.approx(want[0]) and want[0] >= acc.threshold
+
+
+def test_settle_keeps_a_decision_that_accepted_every_candidate_or_none():
+    canvas, boxes = _v_and_a_digit()
+    acc = Acceptance((2.0, 1.0, -6.0, -20.0, -4.0), 0.0, 0.5, 0.15)
+    prob = np.array([0.9, 0.8, 0.7])
+    for keep in (np.ones(3, bool), np.zeros(3, bool)):
+        settled, p = acc.settle(canvas, boxes, [0.8] * 3, [0.9] * 3, np.zeros(3), prob, keep)
+        assert settled.tolist() == keep.tolist() and p.tolist() == prob.tolist()
+
+
 def test_fit_logistic_finds_the_separating_direction():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 2))

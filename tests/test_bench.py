@@ -222,11 +222,11 @@ def test_the_number_drawing_holds_strokes_not_blocks():
 
 def test_reader_stages_times_what_read_runs():
     """The stage profile behind the README's latency table: the shipped models, the
-    detector's TFLite copy on the drawing's 80x208 input, every stage measured."""
+    detector's TFLite copy on the drawing's 80x192 input, every stage measured."""
     from bench.probes import reader_stages
 
     r = reader_stages(None, None, runs=3)
-    assert r["detector_runtime"] == "tflite" and r["detector_input"] == [80, 208]
+    assert r["detector_runtime"] == "tflite" and r["detector_input"] == [80, 192]
     assert r["text"] == "2026" and r["candidates"] == 4
     assert set(r["p50_ms"]) == {"ink_map", "frame_ink", "detector", "decode", "closer_look",
                                 "read", "predict"}
