@@ -26,7 +26,7 @@ candidates on the two strokes of an N, a V or an M cover each other's ink; once 
 weaker one is rejected, the stronger one's stroke leaks into ink no digit covers.
 
 The weights, threshold and ``min_peak`` are fitted on validation scenes
-(``python -m locmnist.acceptance``; never the test split) for one detector and
+(``python -m locmnist.acceptance_fit``; never the test split) for one detector and
 one classifier, and saved beside the detector (``models/detector.acceptance.json``)
 with both model files' SHA-256: a retrained detector or single-digit model does not
 inherit them (the reader then falls back to ``score_threshold`` and the veto).
@@ -86,10 +86,11 @@ class Acceptance:
         until each is accepted with ``leak`` and ``uncovered`` measured against the
         accepted boxes only; a kept candidate's probability is its last round's.
 
-        ``inside`` stays as it was (against every higher peak). Each round only removes
-        boxes, which only adds leak and uncovered ink, so with the fitted (negative)
-        weights on both a round can only reject more: it ends within N rounds. When
-        every candidate is accepted, the boxes are the first decision's: nothing to do.
+        ``inside`` stays as it was (against every higher peak). A round either accepts
+        every candidate left or drops at least one, so it ends within N rounds; removing
+        boxes only adds leak and uncovered ink, which the fitted (negative) weights count
+        against a candidate. When every candidate is accepted, the boxes are the first
+        decision's: nothing to measure again.
         """
         keep, prob = np.asarray(keep, bool).copy(), np.asarray(prob, np.float64).copy()
         peak, digit, inside = (np.asarray(v, np.float64).reshape(-1) for v in (peak, digit, inside))
