@@ -7,7 +7,8 @@ import pytest
 
 from locmnist.acceptance import (FEATURES, Acceptance, features, file_sha256, for_detector,
                                  inside_better, ink_features)
-from locmnist.acceptance_fit import fit_logistic, margins
+from locmnist.acceptance_fit import fit_logistic, margins, readings_at
+from locmnist.decoding import Detections
 
 
 def test_ink_features_tell_a_whole_digit_from_a_fragment_of_a_longer_stroke():
@@ -99,6 +100,23 @@ def test_settle_keeps_a_decision_that_accepted_every_candidate_or_none():
     for keep in (np.ones(3, bool), np.zeros(3, bool)):
         settled, p = acc.settle(canvas, boxes, [0.8] * 3, [0.9] * 3, np.zeros(3), prob, keep)
         assert settled.tolist() == keep.tolist() and p.tolist() == prob.tolist()
+
+
+def test_the_fit_scores_readings_settled_as_the_reader_settles_them():
+    """``acceptance_fit.readings_at`` picks the threshold from what the reader would read:
+    on the V beside a blob, the blob alone, with its settled probability."""
+    canvas, boxes = _v_and_a_digit()
+    peak, digit, inside = np.array([0.8, 0.3, 0.8]), np.array([0.9, 0.05, 0.9]), np.zeros(3)
+    acc = Acceptance((2.0, 1.0, -6.0, -20.0, -4.0), 0.0, 0.5, 0.15)
+    prob = acc.probability(features(peak, digit, *ink_features(canvas, boxes), inside))
+    table = {"dets": [Detections(boxes, peak.astype(np.float32), np.array([1, 1, 8]))],
+             "digit": digit, "inside": inside, "p_label": np.full(3, 0.5),
+             "labels": np.array([1, 1, 8])}
+    canvases = (canvas * 255).astype(np.uint8)[None, ..., None]
+    (reading,) = readings_at(table, acc, prob, canvases)
+    assert reading.labels.tolist() == [8]
+    _, settled = acc.settle(canvas, boxes, peak, digit, inside, prob, prob >= 0.5)
+    assert reading.scores[0] == pytest.approx(settled[2] * 0.5)
 
 
 def test_fit_logistic_finds_the_separating_direction():
