@@ -94,11 +94,9 @@ def readings_at(table: dict, acc: Acceptance, prob: np.ndarray, canvases) -> lis
     for i, det in enumerate(table["dets"]):
         k = slice(start, start + len(det))
         start += len(det)
-        p = prob[k]
-        keep = p >= acc.threshold
-        if keep.any() and not keep.all():
-            keep, p = acc.settle(canvases[i][..., 0].astype(np.float32) / 255.0, det.boxes,
-                                 det.scores, table["digit"][k], table["inside"][k], p, keep)
+        keep, p = acc.settle(canvases[i][..., 0].astype(np.float32) / 255.0, det.boxes,
+                             det.scores, table["digit"][k], table["inside"][k], prob[k],
+                             prob[k] >= acc.threshold)
         out.append(Detections(det.boxes[keep], (p * table["p_label"][k])[keep],
                               table["labels"][k][keep]))
     return out

@@ -253,8 +253,9 @@ class Reader:
             p_digit = self.acceptance.probability(features(det.scores, digit, *known))
             keep = look & (p_digit >= self.acceptance.threshold) & (
                 det.scores >= self.acceptance.min_peak)
+            inside = known[2]
             keep, p_digit = self.acceptance.settle(canvas, det.boxes, det.scores, digit,
-                                                   known[2], p_digit, keep)
+                                                   inside, p_digit, keep)
             scores = p_digit * p_label
         else:
             scores = det.scores * p_label
