@@ -41,9 +41,11 @@ FRAME = 30  # side of the source-resolution frame that rotation and shear are ap
 
 def _ink_box(images: tf.Tensor, threshold: float) -> tf.Tensor:
     """Pixel-edge ink boxes (B, 4) = (x0, y0, x1, y1) of (B, H, W) images in 0..1."""
-    ink = images >= threshold
     h, w = tf.shape(images)[1], tf.shape(images)[2]
-    rows, cols = tf.reduce_any(ink, axis=2), tf.reduce_any(ink, axis=1)  # (B, H), (B, W)
+    # A row holds ink where its maximum does: two max reductions, then compares on the
+    # (B, H) and (B, W) maxima only (thresholding every pixel first cost ~2x on a CPU).
+    rows = tf.reduce_max(images, axis=2) >= threshold                  # (B, H)
+    cols = tf.reduce_max(images, axis=1) >= threshold                  # (B, W)
 
     def first_last(mask, n):
         idx = tf.range(n, dtype=tf.int32)[None, :]
@@ -207,17 +209,28 @@ def _synthesize_standard(images, seed, canvas_size, min_h, max_h, max_rot, max_s
     return _clip_and_box(canvas)
 
 
-@tf.function(reduce_retracing=True)
-def _synthesize_seed(images, seed, canvas_size):
+def _paste(images, off, canvas_size):
+    """(B, n, n, 1): each 28x28 digit (B, 28, 28) uint8 pasted as it is at its whole-pixel
+    offset off (B, 2) = (x, y) float32 (the reference's paste: nothing resampled)."""
     b = tf.shape(images)[0]
     x = tf.cast(images, tf.float32)[..., None] / 255.0
-    off = tf.random.stateless_uniform([b, 2], seed=seed, minval=0, maxval=48, dtype=tf.int32)
-    off = tf.cast(off, tf.float32)                                   # (B, 2) = (x, y)
     ones, zeros = tf.ones([b]), tf.zeros([b])
     transforms = tf.stack([ones, zeros, -off[:, 0], zeros, ones, -off[:, 1], zeros, zeros], 1)
-    canvas = tf.raw_ops.ImageProjectiveTransformV3(
+    return tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=transforms, output_shape=tf.stack([canvas_size, canvas_size]),
         fill_value=0.0, interpolation="NEAREST", fill_mode="CONSTANT")
+
+
+def _paste_offsets(seed, b):
+    """(B, 2) whole-pixel offsets (x, y) in 0..47, as float32."""
+    off = tf.random.stateless_uniform([b, 2], seed=seed, minval=0, maxval=48, dtype=tf.int32)
+    return tf.cast(off, tf.float32)
+
+
+@tf.function(reduce_retracing=True)
+def _synthesize_seed(images, seed, canvas_size):
+    off = _paste_offsets(seed, tf.shape(images)[0])
+    canvas = _paste(images, off, canvas_size)
     box = tf.concat([off, off + 28.0], axis=1) / tf.cast(canvas_size, tf.float32)
     return canvas, box
 
@@ -226,13 +239,20 @@ def _synthesize_seed(images, seed, canvas_size):
 def _mix_raw(images, seed, canvas, box, canvas_size, fraction):
     """Replace ``fraction`` of the canvases (B, n, n, 1) by their digit pasted as it is
     (the reference's paste: 28x28 at a whole-pixel position, no resampling), with the
-    tight ink box (B, 4) of that paste. Everything else is resampled (soft edges)."""
+    tight ink box (B, 4) of that paste. Everything else is resampled (soft edges).
+
+    Only the picked digits are pasted (gathered, then scattered back): pasting the
+    whole batch to keep 5% of it cost more than the rest of the synthesis together.
+    The draws are the same as for a whole batch, so the canvases are too."""
     raw_seed = tf.stack([seed[0] + RAW_STREAM, seed[1]])
-    raw, _ = _synthesize_seed(images, raw_seed, canvas_size)               # (B, n, n, 1)
+    b = tf.shape(images)[0]
+    off = _paste_offsets(raw_seed, b)
+    pick = tf.random.stateless_uniform([b], seed=raw_seed + [0, 1]) < fraction
+    idx = tf.where(pick)                                                  # (k, 1)
+    raw = _paste(tf.gather_nd(images, idx), tf.gather_nd(off, idx), canvas_size)
     raw_box = _ink_box(raw[..., 0], INK_THRESHOLD) / tf.cast(canvas_size, tf.float32)
-    pick = tf.random.stateless_uniform([tf.shape(images)[0]], seed=raw_seed + [0, 1]) < fraction
-    return (tf.where(pick[:, None, None, None], raw, canvas),
-            tf.where(pick[:, None], raw_box, box))
+    return (tf.tensor_scatter_nd_update(canvas, idx, raw),
+            tf.tensor_scatter_nd_update(box, idx, raw_box))
 
 
 def synthesize(images, seed, cfg: Config):
