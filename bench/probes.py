@@ -319,6 +319,23 @@ def _timed(fn, runs: int, warmup: int = LATENCY_WARMUP) -> dict:
             "p95_ms": round(float(np.percentile(times, 95)), 4), "runs": runs}
 
 
+def _interleaved(fns: dict, runs: int, warmup: int = LATENCY_WARMUP) -> dict:
+    """``_timed`` for several calls taking turns, one of each per round: a change of load
+    on a shared machine hits every call alike, so their ratios hold."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - start) * 1000)
+    return {k: {"p50_ms": round(float(np.percentile(v, 50)), 4),
+                "p95_ms": round(float(np.percentile(v, 95)), 4), "runs": runs}
+            for k, v in times.items()}
+
+
 def _model_latency(predictor, image: np.ndarray, canvas: np.ndarray, runs: int) -> dict:
     """``predictor`` comes from ``Predictor.load``, as users get it."""
     from locmnist.serving import tflite_bytes
@@ -399,9 +416,9 @@ def drawn_numbers(reader, n: int, seed: int = DRAWN_NUMBERS_SEED) -> dict:
 def reader_latency(model_path: str | None, detector_path: str | None, runs: int,
                    numbers: int = 200) -> dict:
     """``Reader.read`` on a 560x280 drawing of "2026" against ``Predictor.predict`` on a
-    280x280 drawing of one digit, end to end, in the same process (issue 10's target:
-    the reader's p50 within 4x of the predictor's); and ``drawn_numbers`` (``numbers``
-    of them), what that speed reads."""
+    280x280 drawing of one digit, end to end, in the same process, taking turns
+    (``_interleaved``; issue 10's target: the reader's p50 within 4x of the predictor's);
+    and ``drawn_numbers`` (``numbers`` of them), what that speed reads."""
     from locmnist.inference import Predictor
     from locmnist.reader import Reader
     from locmnist.wild import drawn
@@ -411,7 +428,9 @@ def reader_latency(model_path: str | None, detector_path: str | None, runs: int,
     number = number_drawing("2026", rng)                           # (280, 560, 4)
     predictor = Predictor.load(model_path)
     reader = Reader.load(detector_path, classifier=predictor)
-    p, r = _timed(lambda: predictor.predict(one), runs), _timed(lambda: reader.read(number), runs)
+    t = _interleaved({"predict": lambda: predictor.predict(one),
+                      "read": lambda: reader.read(number)}, runs)
+    p, r = t["predict"], t["read"]
     return {"detector": reader.source, "text": reader.read(number).text,
             "predictor_predict_280": p, "reader_read_560x280": r,
             "ratio_p50": round(r["p50_ms"] / p["p50_ms"], 2),
@@ -420,9 +439,8 @@ def reader_latency(model_path: str | None, detector_path: str | None, runs: int,
 
 def reader_stages(model_path: str | None, detector_path: str | None, runs: int) -> dict:
     """Where ``Reader.read``'s time goes on ``reader_latency``'s drawing: p50 ms of each
-    stage, and of ``read`` and ``predict`` whole. Not part of ``python -m bench``. The
-    calls take turns, one of each per round, so a change of load on a shared machine
-    hits every stage alike and their ratios hold."""
+    stage, and of ``read`` and ``predict`` whole (``_interleaved``). Not part of
+    ``python -m bench``."""
     from locmnist.decoding import decode_batch
     from locmnist.detector import pad16
     from locmnist.inference import Predictor
@@ -447,16 +465,7 @@ def reader_stages(model_path: str | None, detector_path: str | None, runs: int) 
               "decode": lambda: decode_batch(maps, **candidates),
               "closer_look": lambda: reader.closer_look(x, det),
               "read": lambda: reader.read(number), "predict": lambda: predictor.predict(one)}
-    times = {k: [] for k in stages}
-    for _ in range(LATENCY_WARMUP // 4):
-        for f in stages.values():
-            f()
-    for _ in range(runs):
-        for k, f in stages.items():
-            start = time.perf_counter()
-            f()
-            times[k].append((time.perf_counter() - start) * 1000)
-    p50 = {k: round(float(np.percentile(v, 50)), 4) for k, v in times.items()}
+    p50 = {k: v["p50_ms"] for k, v in _interleaved(stages, runs, LATENCY_WARMUP // 4).items()}
     return {"detector_input": list(pad16(x[None, ..., None]).shape[1:3]),
             "detector_runtime": "tflite" if reader._single else "tensorflow",
             "candidates": len(det), "text": reader.read(number).text, "p50_ms": p50,

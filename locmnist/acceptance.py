@@ -172,20 +172,22 @@ def ink_features(canvas: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.
 
     ink = np.asarray(canvas) >= INK
     n = len(boxes)
-    inside = np.zeros((n,) + ink.shape, bool)
-    for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64)):
-        inside[k, max(0, round(y0)):max(0, round(y1)), max(0, round(x0)):max(0, round(x1))] = True
-    union = inside.any(axis=0)
-    labels, _ = ndimage.label(ink, structure=np.ones((3, 3), bool))
-    outside = labels * (ink & ~union)           # component ids of the ink no box covers
-    counts = np.bincount(outside.ravel(), minlength=labels.max() + 1)
+    # Each box as a (rows, cols) slice: per-box work stays inside its box.
+    boxes_px = [(slice(max(0, round(y0)), max(0, round(y1))),
+                 slice(max(0, round(x0)), max(0, round(x1))))
+                for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4)]
+    union = np.zeros(ink.shape, bool)
+    for box in boxes_px:
+        union[box] = True
+    labels, n_labels = ndimage.label(ink, structure=np.ones((3, 3), bool))
+    bare = ink & ~union                         # the ink no box covers
+    counts = np.bincount(labels[bare], minlength=n_labels + 1)   # its pixels per component
     counts[0] = 0
     leak = np.zeros(n)
-    for k in range(n):
-        own = inside[k] & ink
-        comps = np.unique(labels[own])
-        leak[k] = counts[comps].sum() / max(int(own.sum()), 1)
-    uncovered = (ink & ~union).sum() / max(int(ink.sum()), 1)
+    for k, box in enumerate(boxes_px):
+        own = labels[box][ink[box]]             # component ids of the box's own ink
+        leak[k] = counts[np.unique(own)].sum() / max(len(own), 1)
+    uncovered = bare.sum() / max(int(ink.sum()), 1)
     return leak, np.full(n, uncovered)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from locmnist.config import INPUT_SHAPE
 from locmnist.preprocess import InvalidImage
 from locmnist.results import Prediction, predict_image
+from locmnist.tflite_runtime import SMALL_BATCH
 
 
 class Predictor:
@@ -81,7 +82,7 @@ class Predictor:
         """Raw model outputs for ready canvases (N, 75, 75[, 1]) in 0..1: (probs (N, 10),
         boxes (N, 4), digit scores (N,) or None for a model without the ``digit`` output)."""
         x = np.asarray(canvases, dtype=np.float32).reshape(-1, *INPUT_SHAPE)
-        if self._single is not None and len(x) == 1:
+        if self._single is not None and 1 <= len(x) <= SMALL_BATCH:
             return self._single.raw_outputs(x)
         out = self._forward(x)  # a dict (named outputs) or a list, as the model returns
         probs, boxes = out[self._keys[0]], out[self._keys[1]]

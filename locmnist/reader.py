@@ -66,10 +66,6 @@ CLOSER_LOOK_INK = 46.0    # px: a digit's height in the single-digit model's 75x
 # 9s into 4s and 1s into 7s. On the validation scenes the classifier's wrong labels on
 # true digits fell from 109 to 69 (a 1 px margin outward, the previous rule; 2 px: 141).
 MASK_INSET = 0.04
-# The single-digit model answers one crop fastest (``Predictor``'s TFLite copy): a
-# number's few crops one by one beat one TensorFlow batch (3 crops: 2.4 against 7.4 ms,
-# same outputs); more crops than this go as one batch.
-SINGLE_CROPS = 8
 # The detector's TFLite interpreter keeps the buffers of the largest input it has run for
 # the life of the process (a 2048x704 input: +150 MB), where TensorFlow frees its own. So
 # larger inputs, whose forward pass dwarfs any per-call overhead, go through TensorFlow.
@@ -239,8 +235,10 @@ class Reader:
             look = self.acceptance.possible(det.scores, *known)
         probs, digit = np.full((n, 10), 0.1, np.float32), None   # (n, 10): unseen stay flat
         if look.any():
-            seen, digit_seen = classify(self.classifier,
-                                        closer_look_inputs(canvas, det.boxes[look]))
+            # A number's few crops go as one batch: a small batch runs on the TFLite
+            # copy's interpreter for that size (``tflite_runtime.SMALL_BATCH``).
+            seen, _, digit_seen = self.classifier.raw_outputs(
+                closer_look_inputs(canvas, det.boxes[look]))
             probs[look] = seen
             if digit_seen is not None:
                 digit = np.zeros(n, np.float32)
@@ -314,17 +312,6 @@ def _tflite_copy(reader: Reader, model_file: Path):
         return None
     except Exception:  # an unusual user model, a read-only cache: TensorFlow
         return None
-
-
-def classify(classifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(probabilities (N, 10), digit scores (N,) or None) of the single-digit model on
-    crops ``x``: one by one up to SINGLE_CROPS (its fast path), else as one batch."""
-    if len(x) > SINGLE_CROPS:
-        probs, _, digit = classifier.raw_outputs(x)
-        return probs, digit
-    outs = [classifier.raw_outputs(x[k:k + 1]) for k in range(len(x))]
-    digit = None if outs[0][2] is None else np.concatenate([np.reshape(o[2], -1) for o in outs])
-    return np.concatenate([o[0] for o in outs]), digit
 
 
 def closer_look_inputs(canvas: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ def model_file(tmp_path, monkeypatch):
 
 def test_single_images_use_a_cached_tflite_copy_with_the_same_outputs(model_file, tmp_path):
     from locmnist.inference import Predictor
+    from locmnist.tflite_runtime import SMALL_BATCH
 
     p = Predictor.load(model_file)
     assert p._single is not None
@@ -28,9 +29,17 @@ def test_single_images_use_a_cached_tflite_copy_with_the_same_outputs(model_file
     tf_out = p._forward(canvas)
     for got, want in zip(lite, (tf_out[p._keys[0]].numpy(), tf_out[p._keys[1]].numpy())):
         np.testing.assert_allclose(got, want, atol=1e-5)
-    # A batch stays on TensorFlow: row 0 is the same canvas.
-    batch = p.predict_canvas(np.concatenate([canvas, canvas * 0.5]))
+    # A large batch stays on TensorFlow: row 0 is the same canvas.
+    big = np.concatenate([canvas * k / SMALL_BATCH for k in range(SMALL_BATCH, -1, -1)])
+    batch = p.predict_canvas(big)
     np.testing.assert_allclose(batch[0][:1], lite[0], atol=1e-5)
+    # Small batches (a number's crops) run on TFLite, each size on an interpreter of its
+    # own, alternating as a reader's numbers do: the same outputs as TensorFlow's batch.
+    for n in (3, 2, 3, SMALL_BATCH, 2):
+        small = p.predict_canvas(big[:n])
+        for got, want in zip(small, batch):
+            np.testing.assert_allclose(got, want[:n], atol=1e-5)
+    assert sorted(p._single._small) == [2, 3, SMALL_BATCH]
 
     mtime = cached[0].stat().st_mtime_ns
     again = Predictor.load(model_file)  # from the cache: not converted again

@@ -299,27 +299,6 @@ def test_read_goes_through_the_detectors_tflite_copy_with_the_same_reading(
             np.testing.assert_array_equal(got, w)
 
 
-def test_classify_sends_a_few_crops_one_by_one_and_many_as_one_batch():
-    from locmnist.reader import SINGLE_CROPS, classify
-
-    class Classifier:
-        def __init__(self):
-            self.calls = []
-
-        def raw_outputs(self, x):
-            self.calls.append(len(x))
-            probs = np.eye(10, dtype=np.float32)[x[:, 0, 0, 0].astype(int) % 10]
-            return probs, np.zeros((len(x), 4)), x[:, 0, 0, 0] / 100
-
-    x = np.arange(SINGLE_CROPS + 1, dtype=np.float32)[:, None, None, None] * np.ones((1, 75, 75, 1))
-    few, many = Classifier(), Classifier()
-    probs, digit = classify(few, x[:3])
-    assert few.calls == [1, 1, 1]
-    assert probs.argmax(1).tolist() == [0, 1, 2] and digit.tolist() == pytest.approx([0, .01, .02])
-    probs, digit = classify(many, x)
-    assert many.calls == [SINGLE_CROPS + 1] and probs.argmax(1).tolist() == list(range(9))
-
-
 @pytest.fixture(scope="module")
 def shipped_reader():
     return Reader.load()
