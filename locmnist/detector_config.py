@@ -116,8 +116,8 @@ def detector_preset(name: str, **overrides) -> DetectorConfig:
         # as people draw them. Before the reader settled its candidates this detector left
         # fewer negatives clean; with settling, through read on the validation scenes it
         # reads as many (0.933) and more numbers (0.9759 against 0.9708), 188 drawn numbers
-        # of 200 (184) and every drawn digit (297 of 300), and the test split's mAP is as
-        # high (README, "Reading numbers").
+        # of 200 (184) and every drawn digit (300 of 300; 297), and the test split's mAP is
+        # as high (README, "Reading numbers").
         cfg = DetectorConfig(preset="detect", styles_fraction=0.1, aspect_jitter=0.3,
                              time_limit_s=4 * 3600.0)
     elif name == "detect-quick":
