@@ -307,21 +307,10 @@ def slow_train(preset: str, slowdown: float, overrides: dict, eval_limit: int,
 
 # --- single-image latency -----------------------------------------------------
 
-def _timed(fn, runs: int, warmup: int = LATENCY_WARMUP) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 4),
-            "p95_ms": round(float(np.percentile(times, 95)), 4), "runs": runs}
-
-
 def _interleaved(fns: dict, runs: int, warmup: int = LATENCY_WARMUP) -> dict:
-    """``_timed`` for several calls taking turns, one of each per round: a change of load
-    on a shared machine hits every call alike, so their ratios hold."""
+    """{name: {p50_ms, p95_ms, runs}} of several calls taking turns, one of each per round
+    (after ``warmup`` rounds): a change of load on a shared machine hits every call alike,
+    so their ratios hold."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -334,6 +323,11 @@ def _interleaved(fns: dict, runs: int, warmup: int = LATENCY_WARMUP) -> dict:
     return {k: {"p50_ms": round(float(np.percentile(v, 50)), 4),
                 "p95_ms": round(float(np.percentile(v, 95)), 4), "runs": runs}
             for k, v in times.items()}
+
+
+def _timed(fn, runs: int, warmup: int = LATENCY_WARMUP) -> dict:
+    """{p50_ms, p95_ms, runs} of one call (``_interleaved`` with a single call)."""
+    return _interleaved({"call": fn}, runs, warmup)["call"]
 
 
 def _model_latency(predictor, image: np.ndarray, canvas: np.ndarray, runs: int) -> dict:
