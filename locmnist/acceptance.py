@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from locmnist.boxes import inside_share
+
 FEATURES = ("peak", "digit", "leak", "uncovered", "inside")
 INK = 0.3          # ink map level that counts as a stroke (as the reader's sizing)
 EPS = 1e-4
@@ -156,14 +158,10 @@ def for_detector(path: str | Path, classifier_path: str | Path | None = None) ->
 
 def inside_better(boxes: np.ndarray, peaks: np.ndarray) -> np.ndarray:
     """(N,) the largest share of each box's area inside a box with a higher peak."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    lo, hi = np.maximum(b[:, None, :2], b[None, :, :2]), np.minimum(b[:, None, 2:], b[None, :, 2:])
-    iw, ih = np.clip(hi - lo, 0, None).transpose(2, 0, 1)
-    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-6)
-    share = iw * ih / area[:, None]
+    share = inside_share(boxes, boxes)
     p = np.asarray(peaks, np.float64).reshape(-1)
     share[~(p[None, :] > p[:, None])] = 0.0         # only boxes with a higher peak count
-    return share.max(axis=1) if len(b) else np.zeros(0)
+    return share.max(axis=1) if len(share) else np.zeros(0)
 
 
 def ink_features(canvas: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

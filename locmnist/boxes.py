@@ -1,4 +1,4 @@
-"""The box convention, IoU and drawing.
+"""The box convention, IoU, the share of one box inside another, and drawing.
 
 Box convention (the only one in this project)
 ---------------------------------------------
@@ -37,6 +37,18 @@ def iou(a, b) -> np.ndarray:
     inter = iw * ih
     union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def inside_share(a, b) -> np.ndarray:
+    """(K, N): the share of each box of ``a`` (K, 4) that lies inside each box of ``b``
+    (N, 4), both in the same pixels (a box of no area counts as 1e-6 px^2)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    iw, ih = np.maximum(hi - lo, 0.0).transpose(2, 0, 1)
+    area = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-6)
+    return iw * ih / area[:, None]
 
 
 def to_pixels(box_normalized, width: float, height: float) -> tuple[float, ...]:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from locmnist.boxes import inside_share
 from locmnist.decoding import Detections, decode_batch
 from locmnist.detector import OUTPUT_NAMES, pad16
 from locmnist.detector_config import DetectorConfig
@@ -280,7 +281,8 @@ class Reader:
             return Reading((), size, reason, np.zeros((16, 16), np.float32))
         strokes = tall_strokes(ink)                               # (K, 4) ink px
         heights = strokes[:, 3] - strokes[:, 1]
-        x, boxes, dets = self._read_at(ink, float(np.median(heights)))
+        median = float(np.median(heights))
+        x, boxes, dets = self._read_at(ink, median)
         covered = _covered(strokes, boxes)
         # Other scales: a digit written much taller (or smaller) than the others reaches
         # the detector far from the median height it was framed for, is missed, and its
@@ -288,7 +290,7 @@ class Reader:
         # a tall 0 read as ""). So when such strokes are left uncovered, the ink is read
         # again framed for the tallest of them, and for the smallest, and the reading that
         # covers the most tall strokes is kept (the first one on a tie).
-        ratio = heights / np.median(heights)
+        ratio = heights / median
         taller = heights[~covered & (ratio >= OFF_SCALE)]
         smaller = heights[~covered & (ratio <= 1 / OFF_SCALE)]
         for height in ([taller.max()] if len(taller) else []) + (
@@ -409,11 +411,7 @@ def _covered(strokes: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     (N, 4), both in the same pixels."""
     if not len(boxes) or not len(strokes):
         return np.zeros(len(strokes), bool)
-    s, b = strokes[:, None, :], boxes[None, :, :]
-    iw = np.maximum(np.minimum(s[..., 2], b[..., 2]) - np.maximum(s[..., 0], b[..., 0]), 0)
-    ih = np.maximum(np.minimum(s[..., 3], b[..., 3]) - np.maximum(s[..., 1], b[..., 1]), 0)
-    area = (s[..., 2] - s[..., 0]) * (s[..., 3] - s[..., 1])
-    return (iw * ih >= 0.5 * area).any(axis=1)
+    return (inside_share(strokes, boxes) >= 0.5).any(axis=1)
 
 
 def frame_ink(ink: np.ndarray, height: float | None = None

@@ -377,5 +377,5 @@ def test_tall_strokes_and_coverage():
     assert tall_strokes(np.zeros((8, 8))).shape == (0, 4)
     boxes = np.array([[8, 8, 16, 30], [38, 28, 46, 52]], np.float64)   # half of the first
     np.testing.assert_array_equal(_covered(strokes, boxes), [True, True])
-    np.testing.assert_array_equal(_covered(strokes, boxes[:, :] + [0, 12, 0, 0]), [False, True])
+    np.testing.assert_array_equal(_covered(strokes, boxes + [0, 12, 0, 0]), [False, True])
     assert _covered(strokes, np.zeros((0, 4))).tolist() == [False, False]
