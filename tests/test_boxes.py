@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from locmnist.boxes import draw_boxes, iou, tight_box
+from locmnist.boxes import draw_boxes, inside_share, iou, tight_box
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -36,3 +36,10 @@ def test_draw_boxes_colours_and_size():
     a = np.asarray(img)
     assert (a[:, :, 0] > 200).any() and (a[:, :, 1] > 150).any()
     assert tuple(a[40, 30]) == (255, 40, 40)         # the red predicted box's left edge at x=30
+
+
+def test_inside_share_is_the_share_of_each_box_inside_each_other_box():
+    a = np.array([[0, 0, 2, 2], [4, 4, 5, 5]])
+    b = np.array([[1, 0, 3, 2], [0, 0, 10, 10], [6, 6, 7, 7]])
+    np.testing.assert_allclose(inside_share(a, b), [[0.5, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    assert inside_share(a, np.zeros((0, 4))).shape == (2, 0)
