@@ -42,6 +42,9 @@ DETECTOR_ENV = "LOCMNIST_DETECTOR"
 MODELS_DIR = REPO_ROOT / "models"
 DEFAULT_MODEL = MODELS_DIR / "default.keras"     # the shipped localizer
 DETECTOR_MODEL = MODELS_DIR / "detector.keras"   # the shipped multi-digit detector
+# The shipped localizer tuned on the reader's crops (locmnist.crop_tuning): the reader's
+# labels for the digits the detector finds.
+READER_CLASSIFIER = MODELS_DIR / "reader-classifier.keras"
 
 # Files in a run directory.
 CONFIG = "config.json"
@@ -79,6 +82,12 @@ def new_run_id(preset: str) -> str:
 def default_model_path() -> Path:
     """What ``Predictor.load()`` loads: ``$LOCMNIST_MODEL``, else the shipped model."""
     return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
+
+
+def default_classifier_path() -> Path:
+    """What ``Reader.load()`` labels digits with: ``$LOCMNIST_MODEL`` (a chosen
+    single-digit model serves both tasks), else the shipped reader classifier."""
+    return Path(os.environ.get(MODEL_ENV) or READER_CLASSIFIER)
 
 
 def default_detector_path() -> Path:
