@@ -421,7 +421,8 @@ def reader_latency(model_path: str | None, detector_path: str | None, runs: int,
     one = np.asarray(drawn(7, rng).image)                          # (280, 280, 4)
     number = number_drawing("2026", rng)                           # (280, 560, 4)
     predictor = Predictor.load(model_path)
-    reader = Reader.load(detector_path, classifier=predictor)
+    # As ``predict`` does: a named model serves both, else the reader has its own.
+    reader = Reader.load(detector_path, classifier=predictor if model_path else "default")
     t = _interleaved({"predict": lambda: predictor.predict(one),
                       "read": lambda: reader.read(number)}, runs)
     p, r = t["predict"], t["read"]
@@ -446,7 +447,8 @@ def reader_stages(model_path: str | None, detector_path: str | None, runs: int) 
     one = np.asarray(drawn(7, rng).image)                          # as reader_latency
     number = number_drawing("2026", rng)
     predictor = Predictor.load(model_path)
-    reader = Reader.load(detector_path, classifier=predictor)
+    # As ``predict`` does: a named model serves both, else the reader has its own.
+    reader = Reader.load(detector_path, classifier=predictor if model_path else "default")
     detector = reader._single or reader.raw_outputs    # what ``read`` runs
     ink = ink_image(number)[0]                                     # (280, 560)
     x = frame_ink(ink)[0]                                          # (h, w) detector input

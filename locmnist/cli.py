@@ -290,7 +290,9 @@ def cmd_predict(args) -> int:
     from locmnist.reader import Reader
 
     predictor = Predictor.load(args.model)
-    reader = Reader.load(args.detector, classifier=predictor)  # one localizer for both
+    # A model named on the command line serves both tasks; otherwise the reader labels
+    # digits with its own (``runs.default_classifier_path``).
+    reader = Reader.load(args.detector, classifier=predictor if args.model else "default")
     failed = False
     for path in args.images:
         try:

@@ -129,12 +129,13 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path,
 
 
 def _shipped_classifier():
-    """The shipped single-digit model for the reader's closer look, or None without one."""
+    """The reader's single-digit model for the closer look, or None without one."""
     from locmnist.inference import Predictor
     from locmnist.model_files import InvalidModel
+    from locmnist.runs import default_classifier_path
 
     try:
-        return Predictor.load()
+        return Predictor.load(default_classifier_path())
     except InvalidModel:
         return None
 

@@ -14,10 +14,12 @@ same decoding and ink map (``locmnist.preprocess.ink_image``). Then:
 3. peaks are decoded once for every runtime (``locmnist.decoding``), one label
    per digit, and boxes are mapped back to the input's pixels, left to right;
 4. the closer look: each detected digit, alone (ink outside its box masked), is
-   framed as the single-digit model learned (46 px tall in 75x75) and that
-   model's classifier (``Predictor``, 99%+ on single digits) gives the label. The
-   detector finds digits well but confuses similar ones (4.5% of the digits in
-   rows on the test split); the single-digit model rarely does;
+   framed as the single-digit model learned (46 px tall in 75x75) and a
+   single-digit model's classifier (``Predictor``, 99%+ on single digits) gives the
+   label: by default the shipped localizer tuned on these crops
+   (``locmnist.crop_tuning``). The detector finds digits well but confuses similar
+   ones (4.5% of the digits in rows on the test split); the single-digit model
+   rarely does;
 5. which candidates are digits: with an ``Acceptance`` fitted for this detector
    (``locmnist.acceptance``), one logistic score of the peak, the classifier's
    ``digit`` output and where the ink lies, settled so that every accepted
@@ -125,8 +127,9 @@ class Reader:
         ``models/detector.keras``. Raises ``InvalidModel`` otherwise.
 
         ``classifier``: the single-digit model for the closer look (step 4): a
-        ``Predictor``, a model path, "default" (``Predictor.load()``), or None (labels
-        straight from the detector).
+        ``Predictor``, a model path, "default" (``runs.default_classifier_path()``: the
+        shipped localizer tuned on these crops, ``locmnist.crop_tuning``), or None
+        (labels straight from the detector).
 
         ``tflite=False`` skips the detector's TFLite copy for ``read``: for batch-only
         use (evaluation), where converting a new detector would only cost time."""
@@ -135,8 +138,10 @@ class Reader:
 
         if isinstance(classifier, (str, os.PathLike)):
             from locmnist.inference import Predictor
+            from locmnist.runs import default_classifier_path
 
-            classifier = Predictor.load(None if classifier == "default" else classifier)
+            classifier = Predictor.load(default_classifier_path() if classifier == "default"
+                                        else classifier)
         path = Path(path) if path else default_detector_path()
         if path.suffix.lower() == ".tflite" or (path / "saved_model.pb").is_file():
             from locmnist.runs import sidecar

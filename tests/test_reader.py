@@ -1,5 +1,6 @@
 """Reader: any input predict() takes, blank and hostile ones included; boxes in input pixels."""
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,6 +303,14 @@ def test_read_goes_through_the_detectors_tflite_copy_with_the_same_reading(
 @pytest.fixture(scope="module")
 def shipped_reader():
     return Reader.load()
+
+
+def test_the_shipped_reader_labels_with_its_tuned_classifier_and_fitted_acceptance(
+        shipped_reader):
+    from locmnist import runs
+
+    assert Path(shipped_reader.classifier.source) == runs.default_classifier_path()
+    assert shipped_reader.classifier.calibration.fitted and shipped_reader.accepting
 
 
 # The browser test's mouse drawings (tests/test_e2e_browser.py), 18 px strokes on the app's

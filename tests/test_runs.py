@@ -23,6 +23,13 @@ def test_default_model_path(monkeypatch, tmp_path):
     assert runs.default_model_path() == tmp_path / "mine.keras"
 
 
+def test_the_readers_classifier_is_its_own_unless_a_model_is_chosen(monkeypatch, tmp_path):
+    monkeypatch.delenv(runs.MODEL_ENV, raising=False)
+    assert runs.default_classifier_path() == runs.REPO_ROOT / "models" / "reader-classifier.keras"
+    monkeypatch.setenv(runs.MODEL_ENV, str(tmp_path / "mine.keras"))
+    assert runs.default_classifier_path() == tmp_path / "mine.keras"
+
+
 def test_sidecar_names():
     assert runs.sidecar(Path("runs/r1/model.keras"), "config") == Path("runs/r1/config.json")
     assert runs.sidecar(Path("runs/r1/model.keras"), "history") == Path("runs/r1/history.json")
