@@ -215,6 +215,7 @@ def tune(model_path: str | os.PathLike, out_dir: str | os.PathLike,
 
 def main(argv=None) -> int:
     import argparse
+    import signal
     import sys
 
     from locmnist import runs
@@ -238,9 +239,21 @@ def main(argv=None) -> int:
     except ValueError as e:
         ap.error(str(e))
     out = Path(args.out or runs.runs_root() / runs.new_run_id("crops"))
+    cancel = threading.Event()
+    # SIGTERM/SIGINT finish the batch and keep the model so far (restored after: main
+    # may be called from a running program).
+    before = {sig: signal.signal(sig, lambda *_: cancel.set())
+              for sig in (signal.SIGTERM, signal.SIGINT)}
     print(f"tuning {args.model} on crops -> {out}", file=sys.stderr)
-    result = tune(args.model, out, settings, None if args.no_progress else ProgressBar(),
-                  mnist_path=args.mnist)
+    try:
+        result = tune(args.model, out, settings, None if args.no_progress else ProgressBar(),
+                      cancel=cancel, mnist_path=args.mnist)
+    except (ValueError, OSError) as e:   # InvalidModel is a ValueError: one clear line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     print(f"{result.status}: {out}", file=sys.stderr)
     if result.metrics:
         m = result.metrics

@@ -112,3 +112,16 @@ def test_tuning_needs_a_config_and_the_digit_output(tmp_path):
     with pytest.raises(ValueError, match="saved config"):
         tune(bare, tmp_path / "run", CropTuning())
     assert isinstance(keras.models.load_model(bare), keras.Model)
+
+
+def test_cli_bad_model_is_one_clear_line(tmp_path, capsys):
+    from locmnist.crop_tuning import main
+
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    assert main(["--from", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 2
+    assert signal.getsignal(signal.SIGINT) is handler      # the caller's handler is back
+    err = capsys.readouterr().err
+    assert "error: " in err and "missing.keras" in err and "Traceback" not in err
