@@ -9,9 +9,7 @@ import pytest
 from locmnist import runs
 from locmnist.crop_tuning import CropTuning, batches, digit_crops, jittered, negative_crops
 from locmnist.reader import CLOSER_LOOK_INK, MASK_INSET
-from tests.helpers import REPO, tiny_config
-
-SHIPPED = REPO / "models" / "default.keras"
+from tests.helpers import tiny_config
 
 
 def _ink_height(crop: np.ndarray) -> int:
@@ -76,13 +74,24 @@ def test_settings_are_checked():
             CropTuning(**bad)
 
 
-def test_cli_tunes_the_shipped_model_into_a_run_and_ships_it(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A real, barely trained single-digit model run (with its config and digit output)."""
+    from locmnist.training import train
+
+    out = tmp_path_factory.mktemp("tiny-start")
+    train(tiny_config(epochs=1), out, evaluate_test=False)
+    return out / runs.MODEL
+
+
+def test_cli_tunes_a_model_into_a_run_and_ships_it(tiny_model, tmp_path, monkeypatch):
+    from locmnist.config import Config
     from locmnist.crop_tuning import main
-    from locmnist.training import split_digits
+    from locmnist.inference import Predictor
 
     out, dest = tmp_path / "run", tmp_path / "models" / "reader-classifier.keras"
     monkeypatch.setattr(runs, "READER_CLASSIFIER", dest)
-    code = main(["--from", str(SHIPPED), "--out", str(out), "--no-progress", "--ship",
+    code = main(["--from", str(tiny_model), "--out", str(out), "--no-progress", "--ship",
                  "--epochs", "1", "--train-digits", "256", "--digit-crops", "8",
                  "--negative-crops", "4", "--test-limit", "100"])
     assert code == 0
@@ -91,13 +100,9 @@ def test_cli_tunes_the_shipped_model_into_a_run_and_ships_it(tmp_path, monkeypat
     metrics = json.loads((out / runs.METRICS).read_text())
     assert metrics["n"] == 100 and metrics["crop_tuning"]["settings"]["digit_crops"] == 8
     # The start's seed and hold-out stay, so its validation digits stay unseen.
-    from locmnist.config import Config
-
-    start, tuned = Config.load(runs.sidecar(SHIPPED, "config")), Config.load(out / runs.CONFIG)
+    start, tuned = Config.load(runs.sidecar(tiny_model, "config")), Config.load(out / runs.CONFIG)
     assert (tuned.seed, tuned.val_digits, tuned.epochs) == (start.seed, start.val_digits, 1)
     assert dest.is_file() and runs.sidecar(dest, "calibration").is_file()
-    from locmnist.inference import Predictor
-
     assert Predictor.load(dest).calibration.fitted
 
 
