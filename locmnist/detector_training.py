@@ -26,7 +26,8 @@ from locmnist.detector import build_detector, compile_detector, encode_batch
 from locmnist.detector_config import DetectorConfig
 from locmnist.scenes import build_scene_set, scene_batch, subset
 from locmnist.training import (Progress, TrainResult, _RunRecorder, add_style_variants,
-                               fit_and_finish, lr_schedule, run_directory, split_digits)
+                               build_training_state, fit_and_finish, lr_schedule,
+                               run_directory, split_digits)
 
 VAL_SEED = 778
 VAL_NEGATIVES = 100
@@ -113,7 +114,9 @@ def _train_locked(cfg, run_dir, callbacks, progress, cancel, mnist_path,
     extra = [ValidationMAP(val_scenes, cfg)] if val_scenes is not None else []
 
     def run_fit():
-        model.fit(make_scene_dataset(tx, ty, cfg), epochs=cfg.epochs, steps_per_epoch=steps,
+        data = make_scene_dataset(tx, ty, cfg)
+        build_training_state(model, data)
+        model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps,
                   validation_data=val_data, validation_batch_size=cfg.batch_size,
                   callbacks=[*extra, recorder, *(callbacks or [])], verbose=0)
 

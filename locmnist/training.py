@@ -364,6 +364,18 @@ def run_directory(out_dir: str | os.PathLike, cfg) -> Iterator[Path]:
         yield run_dir
 
 
+def build_training_state(model: keras.Model, data: tf.data.Dataset, strategy=None) -> None:
+    """Create the optimizer's, losses' and metrics' variables before ``model.fit`` traces
+    its training step, from the dataset's element spec (nothing is computed). Left to the
+    first trace, their creation makes TensorFlow trace the whole step twice: about 3 s of
+    a 40 s ``quick`` run on 2 cores. Keras builds this way itself when the model was made
+    under a distribution strategy; under the default one it defers, for compatibility."""
+    build = getattr(model, "_symbolic_build", None)  # Keras 3's own pre-build
+    if build is not None:
+        with (strategy or tf.distribute.get_strategy()).scope():
+            build(data_batch=data.element_spec)
+
+
 def fit_run(run_dir: Path, cfg: Config, model: keras.Model,
             make_data: Callable[[], tf.data.Dataset], steps: int, val_data, val_labels,
             progress: Callable[[Progress], None] | None = None,
@@ -385,6 +397,7 @@ def fit_run(run_dir: Path, cfg: Config, model: keras.Model,
             fit(model, data, cfg.epochs, steps, strategy, validation_data=val_data,
                 validation_batch_size=500, callbacks=all_callbacks)
         else:
+            build_training_state(model, data, strategy)
             model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_data,
                       validation_batch_size=500, callbacks=all_callbacks, shuffle=False,
                       verbose=0)

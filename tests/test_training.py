@@ -166,3 +166,24 @@ def test_learning_rate_schedule_is_chosen_by_a_field():
     assert lr_schedule(preset("seed"), 100) == 1e-3  # the reference's constant Adam rate
     cosine = lr_schedule(preset("seed", lr_schedule="cosine", warmup_epochs=0.5), 100)
     assert float(cosine(10)) < float(cosine(40)) < 1e-3 == pytest.approx(float(cosine(50)))
+
+
+def test_the_training_step_is_traced_once():
+    """``build_training_state`` creates the optimizer's and metrics' variables before
+    ``fit``; created inside the first trace, they make TensorFlow trace the step twice."""
+    from locmnist.model import build_model, compile_model
+    from locmnist.training import build_training_state, make_dataset
+
+    cfg = tiny_config()
+    mnist = load_mnist()
+    traces = {}
+    for prebuilt in (False, True):
+        model = compile_model(build_model(cfg), cfg, 1e-3)
+        data = make_dataset(mnist.x_train[:256], mnist.y_train[:256], cfg)
+        if prebuilt:
+            build_training_state(model, data)
+        step, calls = model.train_step, []
+        model.train_step = lambda batch, step=step, calls=calls: calls.append(1) or step(batch)
+        model.fit(data, epochs=1, steps_per_epoch=3, verbose=0)
+        traces[prebuilt] = len(calls)  # Python runs train_step only while tracing
+    assert traces == {False: 2, True: 1}
