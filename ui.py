@@ -152,8 +152,10 @@ def is_detector_run(run) -> bool:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _load_reader(path: str, mtime: float):
-    """One Reader per (file, modification time), like ``_load_predictor``."""
+def _load_reader(path: str, mtime: float, classifier_mtime: float):
+    """One Reader per (detector file, its modification time, the modification time of the
+    classifier it labels digits with), like ``_load_predictor``: re-shipping either model
+    (``crop_tuning --ship`` replaces the classifier) loads the new one without a restart."""
     from locmnist.reader import Reader
 
     return Reader.load(path)
@@ -203,7 +205,7 @@ def load_reader(path: Path | None):
     try:
         mtime = Path(path).stat().st_mtime
         with st.spinner("Loading the detector..."):
-            return _load_reader(str(path), mtime)
+            return _load_reader(str(path), mtime, _mtime(runs.default_classifier_path()))
     except OSError:
         st.error(md_escape(f"No detector file at {hide_paths(str(path))}."))
     except InvalidModel as e:

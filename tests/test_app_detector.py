@@ -183,3 +183,24 @@ def test_train_page_tiny_detector_run_to_completion(runs, monkeypatch):
     predict = page("predict").run()
     assert any(run_id in o for o in predict.selectbox(key="predict_detector").options)
     assert not any(run_id in o for o in predict.selectbox(key="predict_model").options)
+
+
+def test_a_reshipped_reader_classifier_is_used_without_a_restart(tiny_detector, tmp_path,
+                                                                monkeypatch):
+    """The app caches its Reader; replacing the classifier it labels digits with (as
+    ``crop_tuning --ship`` does) must load a new Reader, as a new detector does."""
+    import os
+
+    import ui
+    from locmnist.model import build_model
+    from locmnist.runs import MODEL_ENV
+    from tests.helpers import tiny_config
+
+    classifier = tmp_path / "classifier.keras"
+    build_model(tiny_config()).save(classifier)
+    monkeypatch.setenv(MODEL_ENV, str(classifier))
+    first = ui.load_reader(tiny_detector)
+    assert first is not None and ui.load_reader(tiny_detector) is first  # cached
+    later = classifier.stat().st_mtime + 10
+    os.utime(classifier, (later, later))                                  # re-shipped
+    assert ui.load_reader(tiny_detector) is not first
