@@ -178,6 +178,7 @@ def tune(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     config) on crops into ``out_dir``; returns the ``TrainResult``."""
     import keras
 
+    from locmnist import runs
     from locmnist.data import load_mnist
     from locmnist.evaluation import evaluate_model
     from locmnist.model import compile_model
@@ -193,7 +194,7 @@ def tune(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     # calibration and the acceptance are fitted on, which tuning must not see.
     cfg = start_cfg.replace(epochs=settings.epochs, learning_rate=settings.learning_rate,
                             warmup_epochs=0.0, lr_schedule="cosine", time_limit_s=0.0)
-    record = {"from": str(model_path), "settings": dataclasses.asdict(settings)}
+    record = {"from": runs.recorded_path(model_path), "settings": dataclasses.asdict(settings)}
     with run_directory(out_dir, cfg) as run_dir:
         tx, ty, vx, vy = split_digits(cfg, load_mnist(mnist_path))
         if settings.train_digits:

@@ -141,7 +141,8 @@ def finetune(model_path: str | os.PathLike, corrections: str | os.PathLike,
     before = {"held_out": _held_out_metrics(start, start_cfg, held_out),
               "test": _test_metrics(start, settings.test_limit, mnist_path)}
     del start
-    record = {"from": str(model_path), "corrections": str(corrections),
+    record = {"from": runs.recorded_path(model_path),
+              "corrections": runs.recorded_path(corrections),
               "n_corrections": len(examples), "trained_on": int(len(digits)),
               "held_out": len(held_out), "problems": problems,
               "settings": dataclasses.asdict(settings), "before": before}

@@ -79,6 +79,15 @@ def new_run_id(preset: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}-{secrets.token_hex(2)}"
 
 
+def recorded_path(path: str | os.PathLike) -> str:
+    """A path for a run's record: relative to the repo when inside it (a record shipped in
+    ``models/`` must not name one machine's folders), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def default_model_path() -> Path:
     """What ``Predictor.load()`` loads: ``$LOCMNIST_MODEL``, else the shipped model."""
     return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL)

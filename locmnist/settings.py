@@ -21,7 +21,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from locmnist.runs import REPO_ROOT
+
 SECRETS = REPO_ROOT / ".streamlit" / "secrets.toml"
 
 

@@ -105,3 +105,10 @@ ctypes.CDLL(None).pthread_exit(None)
     assert runs.pid_alive(proc.pid, ticks)
     proc.wait(timeout=10)
     assert not runs.pid_alive(proc.pid) and not runs.flock_held(lock)
+
+
+def test_recorded_paths_inside_the_repo_are_relative(tmp_path):
+    from locmnist.runs import DEFAULT_MODEL, recorded_path
+
+    assert recorded_path(DEFAULT_MODEL) == "models/default.keras"
+    assert recorded_path(tmp_path / "m.keras") == str(tmp_path / "m.keras")
