@@ -111,6 +111,7 @@ def test_tuning_needs_a_config_and_the_digit_output(tmp_path):
 
     from locmnist.crop_tuning import tune
     from locmnist.model import build_model
+    from locmnist.model_files import load_model_file
 
     bare = tmp_path / "bare.keras"
     build_model(tiny_config()).save(bare)           # no config saved beside it
@@ -118,23 +119,19 @@ def test_tuning_needs_a_config_and_the_digit_output(tmp_path):
         tune(bare, tmp_path / "run", CropTuning())
     assert isinstance(keras.models.load_model(bare), keras.Model)
 
-    from locmnist import runs
-
     cfg = tiny_config(negative_fraction=0.0)        # no `digit` output
     no_digit = tmp_path / "no-digit.keras"
     build_model(cfg).save(no_digit)
     cfg.save(runs.sidecar(no_digit, "config"))
-    from locmnist.model_files import load_model_file
-
     assert load_model_file(no_digit)[1] == cfg      # its config is found: the output is missing
     with pytest.raises(ValueError, match="digit output"):
         tune(no_digit, tmp_path / "run2", CropTuning())
 
 
 def test_cli_bad_model_is_one_clear_line(tmp_path, capsys):
-    from locmnist.crop_tuning import main
-
     import signal
+
+    from locmnist.crop_tuning import main
 
     handler = signal.getsignal(signal.SIGINT)
     assert main(["--from", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "run"),
